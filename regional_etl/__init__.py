@@ -1,0 +1,1 @@
+"""regional_etl: a multi-region orders pipeline on PySpark + Delta Lake, orchestrated by Dagster."""
