@@ -1,0 +1,1 @@
+"""Reading and writing the landing zone and the Delta warehouse."""

@@ -1,0 +1,129 @@
+"""The landing zone: which drops are complete, and reading their lines into Spark."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from regional_etl.contract import LANDING_SUFFIX, SUCCESS_MARKER, ContractError, drop_dir_name
+from regional_etl.partitions import DateRegion
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+class DropNotReadyError(RuntimeError):
+    """A landing drop without its `_SUCCESS` marker: it may still be arriving."""
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One complete landing drop: its folder, data files and `_SUCCESS` time."""
+
+    partition: DateRegion
+    path: Path
+    files: tuple[Path, ...]
+    success_mtime_ns: int
+
+
+def drop_path(root: str | Path, partition: DateRegion) -> Path:
+    return Path(root) / drop_dir_name(partition.order_date, partition.region)
+
+
+def ready_drop(root: str | Path, partition: DateRegion) -> Drop:
+    """The drop of one partition, or a `DropNotReadyError` that names the path."""
+    path = drop_path(root, partition)
+    marker = path / SUCCESS_MARKER
+    if not marker.is_file():
+        what = "does not exist" if not path.exists() else f"has no {SUCCESS_MARKER} marker yet"
+        raise DropNotReadyError(
+            f"landing drop {path} for partition {partition} {what}: not ingesting a drop that "
+            f"may be incomplete (the landing sensor runs it once {marker} is written)"
+        )
+    files = tuple(sorted(p for p in path.iterdir() if p.is_file() and p.suffix == LANDING_SUFFIX))
+    return Drop(partition, path, files, marker.stat().st_mtime_ns)
+
+
+def scan_drops(root: str | Path) -> Iterator[Drop | tuple[Path, str]]:
+    """Every complete drop under the landing root, and (path, problem) for folders that break
+    the layout, so the caller can report them instead of silently ignoring them."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for region_dir in sorted(root.glob("region=*")):
+        for date_dir in sorted(region_dir.glob("date=*")):
+            if not (date_dir / SUCCESS_MARKER).is_file():
+                continue
+            region = region_dir.name.split("=", 1)[1]
+            date = date_dir.name.split("=", 1)[1]
+            try:
+                partition = DateRegion(date, region)
+            except ContractError as exc:
+                yield (date_dir, str(exc))
+                continue
+            try:
+                yield ready_drop(root, partition)
+            except (DropNotReadyError, OSError):
+                continue  # vanished or being rewritten between listing and stat: next scan
+
+
+def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> DataFrame:
+    """All lines of the drops as bronze rows: value, source_file, line_number, order_date, region.
+
+    Each file is read whole and split in the JVM, so line numbers are exact and no Python UDF
+    touches the rows. A trailing newline does not make an extra line; a blank line in the middle
+    of a file is a line (and will be quarantined as malformed).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    root = Path(root).resolve()
+    files = [str(f.resolve()) for d in drops for f in d.files]
+    if not files:
+        empty = T.StructType(
+            [
+                T.StructField("value", T.StringType()),
+                T.StructField("source_file", T.StringType()),
+                T.StructField("line_number", T.LongType()),
+                T.StructField("order_date", T.DateType()),
+                T.StructField("region", T.StringType()),
+            ]
+        )
+        return spark.createDataFrame([], empty)
+    raw = spark.read.text(files, wholetext=True)
+    path = F.col("_metadata.file_path")
+    text = F.regexp_replace(F.col("value"), r"\n$", "")
+    lines = raw.select(
+        F.posexplode(F.split(text, "\n")).alias("pos", "value"),
+        path.alias("file_path"),
+        F.length(F.col("value")).alias("file_length"),
+    )
+    # An empty file has no lines at all, not one empty line.
+    lines = lines.where(F.col("file_length") > 0)
+    drop_rel = F.regexp_extract("file_path", r"(region=[^/]+/date=[^/]+/[^/]+)$", 1)
+    return lines.select(
+        F.regexp_replace("value", r"\r$", "").alias("value"),
+        drop_rel.alias("source_file"),
+        (F.col("pos") + 1).cast("long").alias("line_number"),
+        F.to_date(F.regexp_extract(drop_rel, r"date=([^/]+)/", 1)).alias("order_date"),
+        F.regexp_extract(drop_rel, r"region=([^/]+)/", 1).alias("region"),
+    )
+
+
+def count_lines(drops: Sequence[Drop]) -> int:
+    """Landing lines as the contract counts them (for reconciliation), without Spark."""
+    total = 0
+    for drop in drops:
+        for f in drop.files:
+            with open(f, "rb") as fh:
+                data = fh.read()
+            if data:
+                total += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    return total
+
+
+def landing_root() -> str:
+    return os.environ.get("REGIONAL_ETL_LANDING", "./data/landing")

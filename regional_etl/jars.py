@@ -1,0 +1,95 @@
+"""The Delta Lake jars: resolved once at set-up into a cache the project controls, then only read.
+
+Spark's own ``spark.jars.packages`` resolution runs Ivy at every session start (network, and a
+shared cache that is unsafe for concurrent processes). Instead ``regional-etl setup-jars``
+resolves the coordinate once into ``$REGIONAL_ETL_JARS_DIR`` (default ``<project>/.cache/jars``)
+and writes a manifest; every session afterwards passes the local files as ``spark.jars``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+SCALA_VERSION = "2.13"
+MANIFEST = "manifest.json"
+
+
+class JarsNotResolvedError(RuntimeError):
+    """The Delta jars were not resolved at set-up; sessions refuse to download them at run time."""
+
+
+def delta_coordinate() -> str:
+    """The Maven coordinate that matches the installed pyspark and delta-spark."""
+    spark_minor = ".".join(version("pyspark").split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{version('delta-spark')}"
+
+
+def jars_dir() -> Path:
+    default = Path(__file__).resolve().parent.parent / ".cache" / "jars"
+    return Path(os.environ.get("REGIONAL_ETL_JARS_DIR", default)).resolve()
+
+
+def resolved_jars(directory: Path | None = None) -> list[str]:
+    """Local jar paths for the current coordinate; a clear error when set-up was not run."""
+    directory = directory or jars_dir()
+    manifest = directory / MANIFEST
+    coordinate = delta_coordinate()
+    hint = "run `regional-etl setup-jars` (scripts/setup.sh does it) once to resolve them"
+    if not manifest.exists():
+        raise JarsNotResolvedError(f"no Delta jars in {directory}: {hint}")
+    data = json.loads(manifest.read_text())
+    if data.get("coordinate") != coordinate:
+        raise JarsNotResolvedError(
+            f"{manifest} holds jars for {data.get('coordinate')}, not {coordinate}: {hint}"
+        )
+    jars = [str(directory / name) for name in data["jars"]]
+    missing = [j for j in jars if not Path(j).exists()]
+    if missing:
+        raise JarsNotResolvedError(f"jars listed in {manifest} are missing: {missing}; {hint}")
+    return jars
+
+
+def resolve_jars(directory: Path | None = None) -> list[str]:
+    """Resolve the Delta coordinate and its runtime dependencies with Spark's Ivy, once.
+
+    Idempotent: a manifest for the current coordinate short-circuits. Runs in a throwaway local
+    session so that the resolution itself uses exactly the code path Spark would use.
+    """
+    directory = directory or jars_dir()
+    try:
+        return resolved_jars(directory)
+    except JarsNotResolvedError:
+        pass
+    from pyspark.sql import SparkSession
+
+    coordinate = delta_coordinate()
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="regional-etl-ivy-") as ivy:
+        spark = (
+            SparkSession.builder.master("local[1]")
+            .appName("regional-etl-setup-jars")
+            .config("spark.jars.packages", coordinate)
+            .config("spark.jars.ivy", ivy)
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .getOrCreate()
+        )
+        try:
+            names = []
+            for jar in sorted(Path(ivy, "jars").glob("*.jar")):
+                shutil.copy2(jar, directory / jar.name)
+                names.append(jar.name)
+        finally:
+            spark.stop()
+    if not any(n.startswith("io.delta_delta-spark") for n in names):
+        raise JarsNotResolvedError(f"Ivy did not resolve {coordinate}: got {names}")
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"coordinate": coordinate, "jars": names}, indent=2))
+    tmp.replace(directory / MANIFEST)
+    return [str(directory / n) for n in names]

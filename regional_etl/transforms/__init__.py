@@ -1,0 +1,1 @@
+"""Pure Spark transforms (DataFrame -> DataFrame): tested without Dagster, wired by the assets."""
