@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dagster import (
+    AssetExecutionContext,
     DailyPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
@@ -67,3 +68,13 @@ def parse_date_region(key: str) -> DateRegion:
 def date_region_keys(dates: Iterable[str], regions: Iterable[str] = REGIONS) -> list[str]:
     regions = list(regions)
     return [str(DateRegion(d, r).key) for d in dates for r in regions]
+
+
+def run_date_regions(context: AssetExecutionContext) -> list[DateRegion]:
+    """The (date, region) partitions of this run: one, or a whole range for a backfill run."""
+    return sorted(parse_date_region(k) for k in context.partition_keys)
+
+
+def run_dates(context: AssetExecutionContext) -> list[str]:
+    """The dates of this run, for a daily asset (one, or a range)."""
+    return sorted(validate_date(k) for k in context.partition_keys)

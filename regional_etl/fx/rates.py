@@ -96,9 +96,9 @@ def currencies() -> frozenset[str]:
     return load_history().currencies
 
 
-def rate_date_for(date: dt.date) -> dt.date:
+def rate_date_for(date: dt.date, history: RateHistory | None = None) -> dt.date:
     """The latest ECB business day on or before `date` (the last day if `date` is later)."""
-    history = load_history()
+    history = history or load_history()
     index = bisect.bisect_right(history.dates, date)
     if index == 0:
         raise DateBeforeHistoryError(
@@ -112,6 +112,7 @@ def rates_for(
     base: str,
     symbols: list[str] | tuple[str, ...] | None = None,
     amount: Decimal = Decimal(1),
+    history: RateHistory | None = None,
 ) -> tuple[dt.date, dict[str, Decimal]]:
     """Rates on the latest business day on or before `date`, as units of symbol per `base`.
 
@@ -125,15 +126,16 @@ def rates_for(
 
     Raises `DateBeforeHistoryError` for a date before the history, `UnknownCurrencyError` for a
     currency the ECB never quoted or did not quote on the day used (e.g. RUB after March 2022).
+    `history` defaults to the bundled one (tests pass a small hand-made table).
     """
-    history = load_history()
+    history = history or load_history()
     base = base.upper()
     wanted = [symbol.upper() for symbol in symbols or ()]
     for code in [base, *wanted]:
         if code not in history.currencies:
             raise UnknownCurrencyError(f"{code!r} is not a currency in the ECB history")
 
-    rate_date = rate_date_for(date)
+    rate_date = rate_date_for(date, history)
     row = history.rows[rate_date]
     if base not in row:
         raise UnknownCurrencyError(f"the ECB has no {base} rate on {rate_date.isoformat()}")

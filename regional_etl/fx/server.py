@@ -77,7 +77,7 @@ class FaultConfig:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> FaultConfig:
-        """Build from a JSON object; unknown keys are an error so that typos do not pass silently."""
+        """Build from a JSON object; unknown keys are an error, so typos do not pass silently."""
         known = {field.name: field for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -173,14 +173,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "regional-etl-fx/1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         # Access logs go to logging (debug), not to stderr where they would drown test output.
         logger.debug("%s - %s", self.address_string(), format % args)
 
     # --- plumbing -------------------------------------------------------------------------
-    def _send_json(
-        self, status: int, body: Any, headers: dict[str, str] | None = None
-    ) -> None:
+    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -280,7 +278,9 @@ def answer(path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]
 
     base = (param("from", "base") or rates.EUR).upper()
     symbols_raw = param("to", "symbols")
-    symbols = [s.strip().upper() for s in symbols_raw.split(",") if s.strip()] if symbols_raw else []
+    symbols = (
+        [s.strip().upper() for s in symbols_raw.split(",") if s.strip()] if symbols_raw else []
+    )
     for code in [base, *symbols]:
         if not _CURRENCY.match(code):
             return 422, {"message": f"invalid currency {code!r}"}
@@ -329,8 +329,12 @@ class FXServer:
         self._httpd = _Server(self._address, self._faults)
         # Restart the outage window at start, not at construction.
         self._faults.configure(self._faults.config)
+        # A short poll interval keeps stop() (which waits for the next poll) fast in tests.
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name=f"fx-server-{self.port}", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fx-server-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         logger.info("FX server listening on %s", self.url)

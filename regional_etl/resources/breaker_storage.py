@@ -79,6 +79,9 @@ class SQLiteCircuitBreakerStorage(pybreaker.CircuitBreakerStorage):
         conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            # With WAL this is still crash-safe; losing the very last counter update on power loss
+            # is harmless for a breaker, and it makes each write several times cheaper.
+            conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
         finally:
             conn.close()
@@ -146,7 +149,6 @@ class SQLiteCircuitBreakerStorage(pybreaker.CircuitBreakerStorage):
         if datetime.tzinfo is None:
             datetime = datetime.replace(tzinfo=dt.UTC)
         self._write(
-            "UPDATE circuit_breakers SET opened_at = MAX(COALESCE(opened_at, 0), ?)"
-            " WHERE name = ?",
+            "UPDATE circuit_breakers SET opened_at = MAX(COALESCE(opened_at, 0), ?) WHERE name = ?",
             datetime.timestamp(),
         )

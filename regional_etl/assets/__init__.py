@@ -1,0 +1,1 @@
+"""Software-defined assets by layer: thin Dagster wrappers around `regional_etl.transforms`."""

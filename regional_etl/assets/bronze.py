@@ -1,0 +1,71 @@
+"""Bronze: every landing line as delivered, one Delta partition per (date, region) drop."""
+
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from regional_etl.contract import Table
+from regional_etl.io.delta import regional_predicate, replace_partitions
+from regional_etl.io.landing import DropNotReadyError, count_lines, read_drops, ready_drop
+from regional_etl.partitions import date_region_partitions, run_date_regions
+from regional_etl.policies import LANDING_RETRY_POLICY
+from regional_etl.resources.spark import SparkResource
+from regional_etl.resources.warehouse import WarehouseResource
+
+
+@asset(
+    partitions_def=date_region_partitions,
+    group_name="bronze",
+    backfill_policy=BackfillPolicy.single_run(),
+    retry_policy=LANDING_RETRY_POLICY,
+    kinds={"spark", "delta"},
+    metadata={"delta_table": Table.RAW_ORDERS.value},
+)
+def raw_orders(
+    context: AssetExecutionContext, spark: SparkResource, warehouse: WarehouseResource
+) -> MaterializeResult:
+    """Every line of a complete landing drop, verbatim, with its file and line number.
+
+    A drop is complete when its `_SUCCESS` marker exists; an incomplete drop fails the run with
+    the path and is never half-ingested. Table: `bronze/raw_orders` by `order_date`, `region`.
+    """
+    partitions = run_date_regions(context)
+    root = warehouse.landing()
+    try:
+        drops = [ready_drop(root, p) for p in partitions]
+    except DropNotReadyError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+
+    from pyspark.sql import functions as F
+
+    lines = read_drops(spark.spark_session, root, drops).withColumn(
+        "run_id", F.lit(context.run_id)
+    )
+    result = replace_partitions(
+        lines,
+        warehouse.table(Table.RAW_ORDERS),
+        Table.RAW_ORDERS,
+        regional_predicate(partitions),
+        context.run_id,
+    )
+    landing_lines = count_lines(drops)
+    if result.rows != landing_lines:
+        # Cannot happen unless the reader and the contract disagree on what a line is.
+        raise Failure(
+            description=f"bronze wrote {result.rows} rows for {landing_lines} landing lines "
+            f"in {', '.join(str(d.path) for d in drops)}",
+            allow_retries=False,
+        )
+    return MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "landing_lines": MetadataValue.int(landing_lines),
+            "landing_files": MetadataValue.int(sum(len(d.files) for d in drops)),
+            "partitions": MetadataValue.int(len(partitions)),
+        }
+    )

@@ -1,0 +1,146 @@
+"""`regional-etl` commands: setup-jars, generate, fx-server, backfill, demo."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from regional_etl.contract import REGIONS
+
+DEMO_START, DEMO_END = "2024-03-04", "2024-03-10"
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a YYYY-MM-DD date") from exc
+
+
+def _cmd_setup_jars(args: argparse.Namespace) -> int:
+    from regional_etl.jars import resolve_jars
+
+    jars = resolve_jars()
+    print(f"{len(jars)} jars ready in {Path(jars[0]).parent}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from regional_etl.generate import generate_landing
+
+    root = Path(args.landing or os.environ.get("REGIONAL_ETL_LANDING", "./data/landing"))
+    summary = generate_landing(
+        root,
+        args.start,
+        args.end,
+        rows=args.rows,
+        seed=args.seed,
+        anomalies=args.anomalies,
+        regions=args.regions,
+    )
+    print(f"wrote {len(summary.drops)} drops, {summary.total_lines} lines under {root}")
+    return 0
+
+
+def _cmd_fx_server(args: argparse.Namespace) -> int:
+    from regional_etl.fx.server import run_server
+
+    run_server(args.port)
+    return 0
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit(
+            "DAGSTER_HOME is not set: point it at the folder holding dagster.yaml "
+            "(scripts/setup.sh uses the project folder)"
+        )
+    return DagsterInstance.get()
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from regional_etl.backfill import format_report, run_backfill
+    from regional_etl.definitions import defs
+
+    report = run_backfill(
+        defs,
+        _instance(),
+        args.start.isoformat(),
+        args.end.isoformat(),
+        regions=args.regions,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from regional_etl.fx.server import FXServer
+
+    args.start, args.end = _date(DEMO_START), _date(DEMO_END)
+    args.rows, args.seed, args.anomalies, args.landing = args.rows, 7, True, None
+    _cmd_generate(args)
+    # The demo starts the bundled FX service explicitly, as production would have its own.
+    with FXServer() as server:
+        os.environ["REGIONAL_ETL_FX_URL"] = server.url
+        print(f"FX service at {server.url}")
+        code = _cmd_backfill(args)
+    home = os.environ.get("DAGSTER_HOME", ".")
+    print(
+        "\nOpen the UI:  DAGSTER_HOME="
+        f"{home} .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000\n"
+        "then browse http://127.0.0.1:3000 (assets, partitions, runs of this demo)."
+    )
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regional-etl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("setup-jars", help="resolve the Delta jars once into the project cache")
+
+    gen = sub.add_parser("generate", help="write a deterministic synthetic landing zone")
+    gen.add_argument("--start", type=_date, required=True)
+    gen.add_argument("--end", type=_date, required=True)
+    gen.add_argument("--rows", type=int, default=1000, help="lines per (date, region) drop")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--anomalies", action="store_true", help="inject contract violations")
+    gen.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
+    gen.add_argument("--landing", help="landing root (default $REGIONAL_ETL_LANDING)")
+
+    fx = sub.add_parser("fx-server", help="serve the bundled ECB rates (Frankfurter API)")
+    fx.add_argument("--port", type=int, default=8765)
+
+    bf = sub.add_parser("backfill", help="run the pipeline for a date range and report")
+    bf.add_argument("--start", type=_date, required=True)
+    bf.add_argument("--end", type=_date, required=True)
+    bf.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
+
+    demo = sub.add_parser("demo", help="generate a week of data and materialize everything")
+    demo.add_argument("--rows", type=int, default=2000)
+    demo.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
+    return parser
+
+
+COMMANDS = {
+    "setup-jars": _cmd_setup_jars,
+    "generate": _cmd_generate,
+    "fx-server": _cmd_fx_server,
+    "backfill": _cmd_backfill,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

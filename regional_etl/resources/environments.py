@@ -1,0 +1,51 @@
+"""One resource map per environment, chosen by REGIONAL_ETL_ENV (local by default).
+
+Endpoints and paths come from the environment (`EnvVar` where there is no sensible default), so
+the same code location runs embedded on a laptop and against a cluster and the real FX service.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import EnvVar
+
+from regional_etl.resources.fx import FXRatesResource
+from regional_etl.resources.spark import SparkResource, extra_conf_from_env
+from regional_etl.resources.warehouse import WarehouseResource
+
+
+def _fx() -> FXRatesResource:
+    # Unset URL: the resource serves the bundled ECB history itself on a loopback port, so a run
+    # needs nothing else running and still goes through HTTP, retries and the breaker.
+    if os.environ.get("REGIONAL_ETL_FX_URL"):
+        return FXRatesResource(
+            base_url=EnvVar("REGIONAL_ETL_FX_URL"),
+            breaker_storage_url=os.environ.get("REGIONAL_ETL_BREAKER_STORAGE") or None,
+        )
+    return FXRatesResource(breaker_storage_url=os.environ.get("REGIONAL_ETL_BREAKER_STORAGE"))
+
+
+def _warehouse() -> WarehouseResource:
+    return WarehouseResource(
+        landing_root=os.environ.get("REGIONAL_ETL_LANDING", "./data/landing"),
+        warehouse_root=os.environ.get("REGIONAL_ETL_WAREHOUSE", "./data/warehouse"),
+    )
+
+
+def resources_for(env: str | None = None) -> dict[str, Any]:
+    env = env or os.environ.get("REGIONAL_ETL_ENV", "local")
+    if env == "local":
+        spark = SparkResource(
+            master=os.environ.get("REGIONAL_ETL_SPARK_MASTER", "local[*]"),
+            driver_memory=os.environ.get("REGIONAL_ETL_SPARK_DRIVER_MEMORY", "2g"),
+            spark_config=extra_conf_from_env(),
+        )
+    elif env == "cluster":
+        spark = SparkResource(
+            master=EnvVar("REGIONAL_ETL_SPARK_MASTER"), spark_config=extra_conf_from_env()
+        )
+    else:
+        raise ValueError(f"REGIONAL_ETL_ENV={env!r}: expected 'local' or 'cluster'")
+    return {"spark": spark, "fx": _fx(), "warehouse": _warehouse()}
