@@ -51,8 +51,9 @@ class BackfillReport:
 
 
 def date_range(start: str, end: str) -> list[str]:
-    first, last = dt.date.fromisoformat(validate_date(start)), dt.date.fromisoformat(
-        validate_date(end)
+    first, last = (
+        dt.date.fromisoformat(validate_date(start)),
+        dt.date.fromisoformat(validate_date(end)),
     )
     if last < first:
         raise ValueError(f"--end {end} is before --start {start}")

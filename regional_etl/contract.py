@@ -62,9 +62,7 @@ class ContractError(ValueError):
 
 def validate_region(region: str) -> str:
     if region not in REGION_CURRENCY:
-        raise ContractError(
-            f"unknown region {region!r}: expected one of {', '.join(REGIONS)}"
-        )
+        raise ContractError(f"unknown region {region!r}: expected one of {', '.join(REGIONS)}")
     return region
 
 
@@ -147,19 +145,19 @@ FX_PRECISION, FX_SCALE = 20, 10
 USD_PRECISION, USD_SCALE = 18, 2
 
 
-def AMOUNT_TYPE():  # noqa: N802 - reads as a type constant at the call site
+def AMOUNT_TYPE():
     from pyspark.sql.types import DecimalType
 
     return DecimalType(AMOUNT_PRECISION, AMOUNT_SCALE)
 
 
-def FX_RATE_TYPE():  # noqa: N802
+def FX_RATE_TYPE():
     from pyspark.sql.types import DecimalType
 
     return DecimalType(FX_PRECISION, FX_SCALE)
 
 
-def USD_TYPE():  # noqa: N802
+def USD_TYPE():
     from pyspark.sql.types import DecimalType
 
     return DecimalType(USD_PRECISION, USD_SCALE)

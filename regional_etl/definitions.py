@@ -5,17 +5,27 @@ Importing this module must stay cheap and must not start a JVM: Spark starts laz
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from regional_etl.assets import bronze, gold, reference, silver
 from regional_etl.jobs import ALL_JOBS
 from regional_etl.resources.environments import resources_for
 
-# Steps of one run share a process, hence one SparkSession: a multiprocess executor would start
-# a JVM per step, which costs more than the parallelism it buys on small partitions.
-defs = Definitions(
-    assets=load_assets_from_modules([reference, bronze, silver, gold]),
-    jobs=ALL_JOBS,
-    resources=resources_for(),
-    executor=in_process_executor,
-)
+ASSET_MODULES = [reference, bronze, silver, gold]
+
+
+def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
+    """The full code location; tests pass their own resources (paths in tmp_path, a test FX)."""
+    return Definitions(
+        assets=load_assets_from_modules(ASSET_MODULES),
+        jobs=ALL_JOBS,
+        resources=resources if resources is not None else resources_for(),
+        # Steps of one run share a process, hence one SparkSession: a multiprocess executor
+        # would start a JVM per step, which costs more than the parallelism it buys here.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -311,8 +311,7 @@ def _order_line(order_id: str, user_id: str, amount_text: str, currency: str, ts
 def _clock() -> tuple[str, ...]:
     """The clock time of every second of a day: one lookup per line instead of two divmods."""
     return tuple(
-        f"{h:02d}:{m:02d}:{s:02d}"
-        for h in range(24) for m in range(60) for s in range(60)
+        f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)
     )
 
 

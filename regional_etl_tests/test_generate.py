@@ -192,8 +192,11 @@ def test_clean_records_look_real(clean: GenerateSummary) -> None:
         assert {r["currency"] for r in records} == {currency}
         kinds = {type(r["amount"]) for r in records}
         assert kinds == {float, str}
-        assert all(re.fullmatch(r"\d+\.\d\d", str(r["amount"])) for r in records
-                   if isinstance(r["amount"], str))
+        assert all(
+            re.fullmatch(r"\d+\.\d\d", str(r["amount"]))
+            for r in records
+            if isinstance(r["amount"], str)
+        )
         median = statistics.median(float(r["amount"]) for r in records)
         assert AMOUNT_MEDIAN[currency] / 2 < median < AMOUNT_MEDIAN[currency] * 2
 

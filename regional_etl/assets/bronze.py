@@ -43,9 +43,7 @@ def raw_orders(
 
     from pyspark.sql import functions as F
 
-    lines = read_drops(spark.spark_session, root, drops).withColumn(
-        "run_id", F.lit(context.run_id)
-    )
+    lines = read_drops(spark.spark_session, root, drops).withColumn("run_id", F.lit(context.run_id))
     result = replace_partitions(
         lines,
         warehouse.table(Table.RAW_ORDERS),

@@ -47,6 +47,4 @@ def daily_revenue(
         daily_predicate(dates),
         context.run_id,
     )
-    return MaterializeResult(
-        metadata={**result.metadata(), "dates": MetadataValue.int(len(dates))}
-    )
+    return MaterializeResult(metadata={**result.metadata(), "dates": MetadataValue.int(len(dates))})

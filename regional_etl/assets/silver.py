@@ -13,7 +13,12 @@ from dagster import (
 )
 
 from regional_etl.contract import Table
-from regional_etl.io.delta import daily_predicate, read_table, regional_predicate, replace_partitions
+from regional_etl.io.delta import (
+    daily_predicate,
+    read_table,
+    regional_predicate,
+    replace_partitions,
+)
 from regional_etl.partitions import DATE_DIM, date_region_partitions, run_date_regions
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
@@ -93,7 +98,9 @@ def orders(context: AssetExecutionContext, spark: SparkResource, warehouse: Ware
     for (_, _, reason), n in counts.items():
         if reason is not None:
             by_reason[reason] = by_reason.get(reason, 0) + n
-    empty = [str(p) for p in partitions if not any(k[:2] == (p.order_date, p.region) for k in counts)]
+    empty = [
+        str(p) for p in partitions if not any(k[:2] == (p.order_date, p.region) for k in counts)
+    ]
     if empty:
         context.log.warning(f"partitions with no landing lines: {', '.join(empty)}")
     yield MaterializeResult(

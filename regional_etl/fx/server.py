@@ -169,7 +169,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server  # type: ignore[assignment]  # narrowed from BaseServer for our attributes
+    server: _Server  # narrowed from BaseServer, for the fault state
     protocol_version = "HTTP/1.1"
     server_version = "regional-etl-fx/1"
 

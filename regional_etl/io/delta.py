@@ -107,7 +107,6 @@ def replace_partitions(
     Delta rejects rows of `df` outside the predicate, so a bug cannot spill into other partitions.
     The commit is tagged with the Dagster run id so `DESCRIBE HISTORY` says which run wrote it.
     """
-    from delta.tables import DeltaTable
 
     spark = df.sparkSession
     ensure_table(spark, path, table)

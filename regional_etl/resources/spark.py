@@ -80,7 +80,9 @@ class SparkResource(LazyPySparkResource):
             from pyspark.sql import SparkSession
 
             builder = SparkSession.builder
-            for key, value in spark_conf(self.master, self.driver_memory, self.spark_config).items():
+            for key, value in spark_conf(
+                self.master, self.driver_memory, self.spark_config
+            ).items():
                 builder = builder.config(key, value)
             self._spark_session = builder.getOrCreate()
 

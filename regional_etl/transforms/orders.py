@@ -22,9 +22,7 @@ if TYPE_CHECKING:
 
 # ISO-8601 date-time with an explicit offset; Spark's cast accepts more (no offset, spaces),
 # so the contract's shape is checked first.
-ISO_TS_WITH_OFFSET = (
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
-)
+ISO_TS_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
 CORRUPT = "_corrupt_record"
 
 

@@ -16,6 +16,6 @@ def daily_revenue(orders: DataFrame) -> DataFrame:
 
     return orders.groupBy("order_date", "region").agg(
         F.count(F.lit(1)).alias("orders"),
-        F.countDistinct("user_id").alias("users"),
+        F.count_distinct("user_id").alias("users"),
         F.sum("amount_usd").cast(USD_TYPE()).alias("revenue_usd"),
     )

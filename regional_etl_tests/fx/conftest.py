@@ -34,7 +34,9 @@ class ServerControl:
     ) -> tuple[int, Any, dict[str, str]]:
         """(status, parsed JSON body, headers) for GET, or POST when `body` is given."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="GET" if data is None else "POST")
+        request = urllib.request.Request(
+            self.url + path, data=data, method="GET" if data is None else "POST"
+        )
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
@@ -61,7 +63,9 @@ def ecb_rows() -> EcbRows:
     with zipfile.ZipFile(CURRENCY_FILE) as archive:
         text = archive.read("eurofxref-hist.csv").decode()
     return {
-        dt.date.fromisoformat(row["Date"]): {k: v for k, v in row.items() if k and v not in ("", "N/A")}
+        dt.date.fromisoformat(row["Date"]): {
+            k: v for k, v in row.items() if k and v not in ("", "N/A")
+        }
         for row in csv.DictReader(io.StringIO(text))
     }
 

@@ -1,0 +1,72 @@
+"""Shared fixtures: one real SparkSession per test session, real Delta tables in tmp_path, a
+real FX server on a loopback port and real Dagster instances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance, Definitions, instance_for_test
+
+from regional_etl.definitions import build_definitions
+from regional_etl.fx.server import FaultConfig, FXServer
+from regional_etl.resources.fx import FXRatesResource
+from regional_etl.resources.spark import SparkResource
+from regional_etl.resources.warehouse import WarehouseResource
+
+# Tiny partitions: two shuffle partitions are plenty and keep task scheduling cheap.
+TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"}
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """The one SparkSession of the test session (every SparkResource reuses it)."""
+    session = SparkResource(spark_config=TEST_SPARK_CONF).spark_session
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_fx_server() -> Iterator[FXServer]:
+    # Explicit empty faults: REGIONAL_ETL_FX_FAULT_* in the developer's shell must not leak in.
+    with FXServer(faults=FaultConfig()) as server:
+        yield server
+
+
+@dataclass
+class Pipeline:
+    """A complete, isolated pipeline: landing zone and warehouse in tmp_path, its own FX
+    breaker file, the real code location built with these resources."""
+
+    landing: Path
+    warehouse: Path
+    resources: dict[str, Any]
+    defs: Definitions
+
+    def table(self, name: str) -> str:
+        return str(self.warehouse / name)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeline:
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    resources: dict[str, Any] = {
+        "spark": SparkResource(spark_config=TEST_SPARK_CONF),
+        "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
+        "fx": FXRatesResource(
+            base_url=pipeline_fx_server.url,
+            breaker_storage_url=f"sqlite:///{tmp_path / 'breaker.sqlite'}",
+            backoff_base_seconds=0.01,
+            backoff_max_seconds=0.05,
+        ),
+    }
+    return Pipeline(landing, warehouse, resources, build_definitions(resources))
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as inst:
+        yield inst

@@ -1,0 +1,149 @@
+"""An independent, plain-Python reading of the data contract, to compute what the tables must
+hold straight from the landing lines and the raw ECB CSV (never from the pipeline's output)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import re
+import zipfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from pathlib import Path
+
+from currency_converter.currency_converter import CURRENCY_FILE
+
+CURRENCY = {"us-east": "USD", "us-west": "USD", "eu-west": "EUR", "ap-south": "INR"}
+TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
+
+
+@dataclass(frozen=True)
+class Line:
+    source_file: str
+    line_number: int
+    raw: str
+
+
+def landing_lines(landing: Path, order_date: str, region: str) -> list[Line]:
+    folder = landing / f"region={region}" / f"date={order_date}"
+    lines: list[Line] = []
+    for path in sorted(folder.glob("*.jsonl")):
+        text = path.read_text()
+        if not text:
+            continue
+        parts = text.split("\n")
+        if text.endswith("\n"):
+            parts = parts[:-1]
+        rel = f"region={region}/date={order_date}/{path.name}"
+        lines.extend(Line(rel, n, p.removesuffix("\r")) for n, p in enumerate(parts, 1))
+    return lines
+
+
+def ecb_usd_per_unit(day: dt.date) -> dict[str, Decimal]:
+    """USD per unit as the contract derives it: the ECB day on or before `day`, the service's
+    6-decimal half-even units-per-USD, inverted to 10 decimals half-up."""
+    with zipfile.ZipFile(CURRENCY_FILE) as archive:
+        rows = list(csv.DictReader(io.StringIO(archive.read("eurofxref-hist.csv").decode())))
+    by_day = {dt.date.fromisoformat(r["Date"]): r for r in rows}
+    usable = [d for d in by_day if d <= day and by_day[d].get("USD") not in (None, "", "N/A")]
+    row = by_day[max(usable)]
+    result = {"USD": Decimal(1)}
+    with localcontext() as ctx:
+        ctx.prec = 40
+        for cur in ("EUR", "INR"):
+            per_eur = Decimal(1) if cur == "EUR" else Decimal(row[cur])
+            units_per_usd = (per_eur / Decimal(row["USD"])).quantize(
+                Decimal("0.000001"), ROUND_HALF_EVEN
+            )
+            result[cur] = (Decimal(1) / Decimal(str(float(units_per_usd)))).quantize(
+                Decimal("1e-10"), ROUND_HALF_UP
+            )
+    return result
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _amount(value: object) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else repr(value))
+    except InvalidOperation:
+        return None
+    if not amount.is_finite():
+        return None
+    amount = amount.quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    return amount if Decimal(0) < amount <= Decimal(1_000_000) else None
+
+
+def _timestamp(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not TS.match(value.strip()):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Expected:
+    orders: dict[str, tuple]  # order_id -> (user_id, amount, currency, order_ts, fx, usd)
+    quarantine: dict[tuple[str, int], str]  # (source_file, line_number) -> reason
+    lines: int
+
+    @property
+    def reasons(self) -> Counter[str]:
+        return Counter(self.quarantine.values())
+
+
+def expected_partition(landing: Path, order_date: str, region: str) -> Expected:
+    fx = ecb_usd_per_unit(dt.date.fromisoformat(order_date))
+    lines = landing_lines(landing, order_date, region)
+    quarantine: dict[tuple[str, int], str] = {}
+    candidates: dict[str, list[tuple]] = defaultdict(list)
+    for line in lines:
+        where = (line.source_file, line.line_number)
+        try:
+            record = json.loads(line.raw)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            quarantine[where] = "malformed"
+            continue
+        order_id, user_id = _text(record.get("order_id")), _text(record.get("user_id"))
+        amount, ts = _amount(record.get("amount")), _timestamp(record.get("order_ts"))
+        if not order_id or not order_id.strip():
+            quarantine[where] = "missing_order_id"
+        elif not user_id or not user_id.strip():
+            quarantine[where] = "missing_user_id"
+        elif amount is None:
+            quarantine[where] = "invalid_amount"
+        elif record.get("currency") != CURRENCY[region]:
+            quarantine[where] = "invalid_currency"
+        elif ts is None:
+            quarantine[where] = "invalid_timestamp"
+        else:
+            candidates[order_id.strip()].append((ts, *where, user_id.strip(), amount))
+    orders: dict[str, tuple] = {}
+    for order_id, rows in candidates.items():
+        rows.sort(reverse=True)
+        ts, _, _, user_id, amount = rows[0]
+        for _, src, num, _, _ in rows[1:]:
+            quarantine[(src, num)] = "duplicate"
+        rate = fx[CURRENCY[region]]
+        usd = (amount * rate).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        orders[order_id] = (user_id, amount, CURRENCY[region], ts, rate, usd)
+    return Expected(orders, quarantine, len(lines))

@@ -1,0 +1,164 @@
+"""The whole pipeline on real Spark, real Delta tables in tmp_path and a real Dagster instance,
+checked row by row against the contract read independently from the landing lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from dagster import DagsterInstance, materialize
+from delta.tables import DeltaTable
+
+from regional_etl.assets.bronze import raw_orders
+from regional_etl.assets.reference import fx_rates
+from regional_etl.assets.silver import orders
+from regional_etl.backfill import run_backfill
+from regional_etl.contract import REGIONS
+from regional_etl.generate import generate_landing, write_drop
+from regional_etl_tests.conftest import Pipeline
+from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
+
+DATES = ["2024-03-08", "2024-03-09"]  # a Friday and a Saturday (which uses Friday's rates)
+
+
+def rows(spark, path: str, where: str = "true") -> list[dict]:
+    return [r.asDict() for r in spark.read.format("delta").load(path).where(where).collect()]
+
+
+@pytest.fixture
+def landed(pipeline: Pipeline) -> Pipeline:
+    generate_landing(
+        pipeline.landing,
+        dt.date.fromisoformat(DATES[0]),
+        dt.date.fromisoformat(DATES[-1]),
+        rows=120,
+        seed=11,
+        anomalies=True,
+    )
+    return pipeline
+
+
+def test_full_materialization_matches_the_contract(
+    landed: Pipeline, instance: DagsterInstance, spark
+) -> None:
+    report = run_backfill(
+        landed.defs,
+        instance,
+        DATES[0],
+        DATES[-1],
+        landing_root=str(landed.landing),
+        progress=lambda _: None,
+    )
+    assert report.ok, report.outcomes
+    assert report.count("succeeded") == len(DATES) * len(REGIONS)
+
+    bronze = rows(spark, landed.table("bronze/raw_orders"))
+    silver = rows(spark, landed.table("silver/orders"))
+    quarantine = rows(spark, landed.table("silver/orders_quarantine"))
+    revenue = rows(spark, landed.table("gold/daily_revenue"))
+    fx = rows(spark, landed.table("reference/fx_rates"))
+
+    for date in DATES:
+        day = dt.date.fromisoformat(date)
+        want_fx = ecb_usd_per_unit(day)
+        got_fx = {r["currency"]: r["usd_per_unit"] for r in fx if r["order_date"] == day}
+        assert got_fx == want_fx
+        for region in REGIONS:
+            want = expected_partition(landed.landing, date, region)
+
+            def mine(table: list[dict], day=day, region=region) -> list[dict]:
+                return [r for r in table if r["order_date"] == day and r["region"] == region]
+
+            got_bronze = mine(bronze)
+            assert len(got_bronze) == want.lines
+            got_orders = {
+                r["order_id"]: (
+                    r["user_id"],
+                    r["amount"],
+                    r["currency"],
+                    r["order_ts"],
+                    r["fx_rate"],
+                    r["amount_usd"],
+                )
+                for r in mine(silver)
+            }
+            assert len(got_orders) == len(mine(silver)), "order_id unique per partition"
+            assert got_orders == want.orders
+            got_q = {(r["source_file"], r["line_number"]): r["reason"] for r in mine(quarantine)}
+            assert got_q == want.quarantine
+            # Nothing silently dropped: every landing line is an order or a quarantine row.
+            assert len(got_orders) + len(got_q) == want.lines == len(got_bronze)
+            assert {"malformed", "duplicate", "invalid_amount"} <= set(want.reasons)
+
+            day_rev = mine(revenue)
+            assert len(day_rev) == 1
+            assert day_rev[0]["orders"] == len(want.orders)
+            assert day_rev[0]["users"] == len({o[0] for o in want.orders.values()})
+            assert day_rev[0]["revenue_usd"] == sum(
+                (o[5] for o in want.orders.values()), Decimal(0)
+            )
+    # Each commit says which run wrote it.
+    history = DeltaTable.forPath(spark, landed.table("silver/orders")).history().collect()
+    run_ids = {r.run_id for r in instance.get_runs()}
+    assert {h["userMetadata"] for h in history if h["operation"] == "WRITE"} <= run_ids
+
+
+def test_rematerializing_a_partition_replaces_exactly_it(
+    landed: Pipeline, instance: DagsterInstance, spark
+) -> None:
+    key = f"{DATES[0]}|eu-west"
+    materialize([fx_rates], partition_key=DATES[0], resources=landed.resources, instance=instance)
+    for other in ("us-east", "eu-west"):
+        result = materialize(
+            [raw_orders, orders],
+            partition_key=f"{DATES[0]}|{other}",
+            resources=landed.resources,
+            instance=instance,
+        )
+        assert result.success
+    path = landed.table("silver/orders")
+
+    def strip(rs: list[dict]) -> list[tuple]:
+        return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "run_id")) for r in rs)
+
+    before = strip(rows(spark, path))
+    version = DeltaTable.forPath(spark, path).history(1).collect()[0]["version"]
+
+    again = materialize(
+        [raw_orders, orders], partition_key=key, resources=landed.resources, instance=instance
+    )
+    assert again.success
+    assert strip(rows(spark, path)) == before
+    last = DeltaTable.forPath(spark, path).history(1).collect()[0]
+    assert last["version"] > version
+    assert last["userMetadata"] == again.run_id
+    assert last["operationParameters"]["mode"] == "Overwrite"
+    # The other region's rows were not rewritten by that commit.
+    us_east_runs = {r["run_id"] for r in rows(spark, path, "region = 'us-east'")}
+    assert again.run_id not in us_east_runs
+
+    mats = again.asset_materializations_for_node("orders")
+    meta = mats[0].metadata
+    assert meta["rows_written"].value == len(rows(spark, path, "region = 'eu-west'"))
+    assert meta["delta_version"].value == last["version"]
+
+
+def test_a_drop_without_success_marker_fails_clearly(pipeline: Pipeline, instance) -> None:
+    write_drop(pipeline.landing, DATES[0], "ap-south", ['{"order_id": "x"}'], success=False)
+    result = materialize(
+        [raw_orders],
+        partition_key=f"{DATES[0]}|ap-south",
+        resources=pipeline.resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None
+    expected_path = pipeline.landing / "region=ap-south" / f"date={DATES[0]}"
+    assert str(expected_path) in failure.message
+    assert "_SUCCESS" in failure.message
+    assert not (pipeline.warehouse / "bronze" / "raw_orders").exists() or not rows(
+        pipeline.resources["spark"].spark_session, pipeline.table("bronze/raw_orders")
+    )
