@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, Definitions, instance_for_test
 
+from regional_etl.checks import QualityGateResource
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FaultConfig, FXServer
 from regional_etl.resources.fx import FXRatesResource
@@ -56,6 +57,8 @@ def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeli
     resources: dict[str, Any] = {
         "spark": SparkResource(spark_config=TEST_SPARK_CONF),
         "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
+        # Test drops are small: the volume gate's floor is scaled down with them.
+        "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
         "fx": FXRatesResource(
             base_url=pipeline_fx_server.url,
             breaker_storage_url=f"sqlite:///{tmp_path / 'breaker.sqlite'}",

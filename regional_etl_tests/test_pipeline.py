@@ -138,7 +138,10 @@ def test_rematerializing_a_partition_replaces_exactly_it(
     us_east_runs = {r["run_id"] for r in rows(spark, path, "region = 'us-east'")}
     assert again.run_id not in us_east_runs
 
-    mats = again.asset_materializations_for_node("orders")
+    mats = [
+        m for m in again.asset_materializations_for_node("orders") if m.asset_key.path == ["orders"]
+    ]
+    assert [m.partition for m in mats] == [key]
     meta = mats[0].metadata
     assert meta["rows_written"].value == len(rows(spark, path, "region = 'eu-west'"))
     assert meta["delta_version"].value == last["version"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from dagster import EnvVar
 
+from regional_etl.checks import QualityGateResource
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource, extra_conf_from_env
 from regional_etl.resources.warehouse import WarehouseResource
@@ -48,4 +49,17 @@ def resources_for(env: str | None = None) -> dict[str, Any]:
         )
     else:
         raise ValueError(f"REGIONAL_ETL_ENV={env!r}: expected 'local' or 'cluster'")
-    return {"spark": spark, "fx": _fx(), "warehouse": _warehouse()}
+    return {
+        "spark": spark,
+        "fx": _fx(),
+        "warehouse": _warehouse(),
+        "quality_gates": quality_gates(),
+    }
+
+
+def quality_gates() -> QualityGateResource:
+    return QualityGateResource(
+        min_rows=int(os.environ.get("REGIONAL_ETL_GATE_MIN_ROWS", 1_000)),
+        max_rows=int(os.environ.get("REGIONAL_ETL_GATE_MAX_ROWS", 10_000_000)),
+        max_quarantine_ratio=float(os.environ.get("REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO", 0.05)),
+    )

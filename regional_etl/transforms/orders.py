@@ -115,28 +115,36 @@ def classify(bronze: DataFrame) -> DataFrame:
     )
 
 
-def valid_orders(classified: DataFrame, fx_rates: DataFrame, run_id: str) -> DataFrame:
-    """Valid orders converted to USD with the rate of their date (half-up to the cent).
+def convert(classified: DataFrame, fx_rates: DataFrame) -> DataFrame:
+    """Add `fx_rate` (USD per unit of the line's currency, on its date) and `amount_usd`
+    (half-up to the cent) to every classified line; invalid lines get nulls where they lack input.
 
-    `fx_rates` has order_date, currency, usd_per_unit; a missing rate is an error upstream
-    (the fx_rates partition must exist), so the join is inner and checked by the caller.
+    `fx_rates` has order_date, currency, usd_per_unit. The join is a broadcast: one small row per
+    currency and date.
     """
     from pyspark.sql import functions as F
 
-    valid = classified.where(F.col("reason").isNull())
     rates = F.broadcast(fx_rates.select("order_date", "currency", "usd_per_unit"))
-    joined = valid.join(rates, ["order_date", "currency"], "left")
-    return joined.select(
+    joined = classified.join(rates, ["order_date", "currency"], "left")
+    return joined.withColumnRenamed("usd_per_unit", "fx_rate").withColumn(
+        # Spark's round() on decimals is HALF_UP, as the contract asks.
+        "amount_usd",
+        F.round(F.col("amount") * F.col("fx_rate"), USD_SCALE).cast(USD_TYPE()),
+    )
+
+
+def valid_orders(converted: DataFrame, run_id: str) -> DataFrame:
+    """The rows of `silver/orders`: valid, unique orders of the converted lines."""
+    from pyspark.sql import functions as F
+
+    return converted.where(F.col("reason").isNull()).select(
         "order_id",
         "user_id",
         "amount",
         "currency",
         "order_ts",
-        F.col("usd_per_unit").alias("fx_rate"),
-        # Spark's round() on decimals is HALF_UP, as the contract asks.
-        F.round(F.col("amount") * F.col("usd_per_unit"), USD_SCALE)
-        .cast(USD_TYPE())
-        .alias("amount_usd"),
+        "fx_rate",
+        "amount_usd",
         F.lit(run_id).alias("run_id"),
         "order_date",
         "region",

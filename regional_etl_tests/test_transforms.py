@@ -1,0 +1,176 @@
+"""The pure Spark transforms, on hand-made lines: one reason per line, in contract order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+
+from regional_etl.contract import Table, schema
+from regional_etl.generate import write_drop
+from regional_etl.io.landing import count_lines, read_drops, ready_drop
+from regional_etl.partitions import DateRegion
+from regional_etl.transforms.orders import classify, convert, quarantine_rows, valid_orders
+
+DAY = "2024-03-08"
+TS = "2024-03-08T10:00:00+01:00"
+
+
+def line(**overrides: object) -> str:
+    record = {"order_id": "A1", "user_id": "u1", "amount": 10, "currency": "EUR", "order_ts": TS}
+    record.update(overrides)
+    return json.dumps({k: v for k, v in record.items() if v is not ...})
+
+
+def classified(spark, tmp_path, files: dict[str, list[str]], region: str = "eu-west"):
+    for name, lines in files.items():
+        write_drop(tmp_path, DAY, region, lines, file_name=name)
+    drop = ready_drop(tmp_path, DateRegion(DAY, region))
+    return classify(read_drops(spark, tmp_path, [drop])), drop
+
+
+def reasons(df) -> dict[tuple[str, int], str | None]:
+    return {
+        (r.source_file.rsplit("/", 1)[1], r.line_number): r.reason
+        for r in df.select("source_file", "line_number", "reason").collect()
+    }
+
+
+CASES = [
+    ("not json", "malformed"),
+    ("[1, 2]", "malformed"),
+    ('"a string"', "malformed"),
+    ("", "malformed"),
+    ('{"order_id": "A1",', "malformed"),
+    (line(order_id=None), "missing_order_id"),
+    (line(order_id=...), "missing_order_id"),
+    (line(order_id="  "), "missing_order_id"),
+    (line(order_id=None, user_id=None), "missing_order_id"),
+    (line(user_id=""), "missing_user_id"),
+    (line(user_id=None, amount="abc"), "missing_user_id"),
+    (line(amount="abc"), "invalid_amount"),
+    (line(amount=0), "invalid_amount"),
+    (line(amount=-5), "invalid_amount"),
+    (line(amount=1_000_000.01), "invalid_amount"),
+    (line(amount=None), "invalid_amount"),
+    (
+        '{"order_id":"A1","user_id":"u","amount":NaN,"currency":"EUR","order_ts":"' + TS + '"}',
+        "invalid_amount",
+    ),
+    (line(amount="Infinity"), "invalid_amount"),
+    (line(amount=-1, currency="USD"), "invalid_amount"),
+    (line(currency="USD"), "invalid_currency"),
+    (line(currency="eur"), "invalid_currency"),
+    (line(currency=None), "invalid_currency"),
+    (line(currency="USD", order_ts="garbage"), "invalid_currency"),
+    (line(order_ts="2024-03-08T10:00:00"), "invalid_timestamp"),
+    (line(order_ts="2024-03-08"), "invalid_timestamp"),
+    (line(order_ts="2024-02-30T10:00:00Z"), "invalid_timestamp"),
+    (line(order_ts=None), "invalid_timestamp"),
+    (line(amount="1000000"), None),
+    (line(amount="12.50"), None),
+    (line(amount=1e3), None),
+    (line(order_ts="2024-03-08T10:00:00.123456Z"), None),
+]
+
+
+def test_each_line_gets_the_first_reason_that_applies(spark, tmp_path) -> None:
+    # One partition per case: unique order ids keep duplicates out of the picture.
+    lines = []
+    for n, (text, _) in enumerate(CASES):
+        lines.append(text.replace('"A1"', f'"A{n}"') if text.startswith("{") else text)
+    df, drop = classified(spark, tmp_path, {"a.jsonl": lines})
+    got = reasons(df)
+    want = {("a.jsonl", n + 1): reason for n, (_, reason) in enumerate(CASES)}
+    assert got == want
+    assert count_lines([drop]) == len(CASES) == df.count()
+
+
+def test_duplicates_keep_the_latest_then_the_last_delivered(spark, tmp_path) -> None:
+    early, late = "2024-03-08T09:00:00Z", "2024-03-08T11:00:00Z"
+    df, _ = classified(
+        spark,
+        tmp_path,
+        {
+            "a.jsonl": [
+                line(order_id="X", order_ts=late, amount=1),  # latest ts: kept over b's lines
+                line(order_id="Y", order_ts=early, amount=1),
+                line(order_id="Y", order_ts=early, amount=2),  # tie in a: later line wins...
+                line(order_id="Z", order_ts="garbage"),  # invalid lines do not compete
+            ],
+            "b.jsonl": [
+                line(order_id="X", order_ts=early, amount=3),
+                line(order_id="Y", order_ts=early, amount=4),  # ...but later file wins the tie
+                line(order_id="Z", order_ts=early, amount=5),
+            ],
+        },
+    )
+    assert reasons(df) == {
+        ("a.jsonl", 1): None,
+        ("a.jsonl", 2): "duplicate",
+        ("a.jsonl", 3): "duplicate",
+        ("a.jsonl", 4): "invalid_timestamp",
+        ("b.jsonl", 1): "duplicate",
+        ("b.jsonl", 2): None,
+        ("b.jsonl", 3): None,
+    }
+    kept = {r.order_id: r.amount for r in df.where("reason IS NULL").collect()}
+    assert kept == {"X": Decimal("1.0000"), "Y": Decimal("4.0000"), "Z": Decimal("5.0000")}
+
+
+def test_line_numbers_trailing_newline_blank_lines_and_empty_files(spark, tmp_path) -> None:
+    folder = tmp_path / "region=us-east" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    ok = line(currency="USD")
+    (folder / "a.jsonl").write_text(f"{ok}\n\n{ok}\r\n")  # blank middle line, CRLF ending
+    (folder / "b.jsonl").write_text(ok)  # no trailing newline
+    (folder / "c.jsonl").write_text("")  # empty: no lines at all
+    (folder / "_SUCCESS").touch()
+    drop = ready_drop(tmp_path, DateRegion(DAY, "us-east"))
+    bronze = read_drops(spark, tmp_path, [drop])
+    got = sorted((r.source_file, r.line_number, r.value) for r in bronze.collect())
+    prefix = f"region=us-east/date={DAY}/"
+    assert got == [
+        (prefix + "a.jsonl", 1, ok),
+        (prefix + "a.jsonl", 2, ""),
+        (prefix + "a.jsonl", 3, ok),
+        (prefix + "b.jsonl", 1, ok),
+    ]
+    assert count_lines([drop]) == 4
+    assert {r.order_date for r in bronze.collect()} == {dt.date(2024, 3, 8)}
+
+
+@pytest.mark.parametrize(
+    ("amount", "rate", "usd"),
+    [
+        ("0.125", "1", "0.13"),  # half-up, not banker's rounding
+        ("2.675", "1", "2.68"),  # exact decimal, not the binary float 2.67499...
+        ("100", "0.0120482313", "1.20"),
+        ("4123.45", "0.0120482313", "49.68"),
+    ],
+)
+def test_usd_conversion_rounds_half_up_to_the_cent(spark, amount, rate, usd) -> None:
+    day = dt.date(2024, 3, 8)
+    lines = spark.createDataFrame(
+        [(day, "INR", Decimal(amount), None)],
+        "order_date date, currency string, amount decimal(18,4), reason string",
+    )
+    fx = spark.createDataFrame([(day, "INR", Decimal(rate))], schema(Table.FX_RATES))
+    out = convert(lines, fx).collect()[0]
+    assert out.amount_usd == Decimal(usd)
+    assert out.fx_rate == Decimal(rate)
+
+
+def test_outputs_have_the_contract_columns(spark, tmp_path) -> None:
+    df, _ = classified(spark, tmp_path, {"a.jsonl": [line(), "bad"]})
+    fx = spark.createDataFrame(
+        [(dt.date(2024, 3, 8), "EUR", Decimal("1.0850000000"))], schema(Table.FX_RATES)
+    )
+    orders = valid_orders(convert(df, fx), "run-1")
+    quarantine = quarantine_rows(df, "run-1")
+    assert orders.columns == schema(Table.ORDERS).fieldNames()
+    assert quarantine.columns == schema(Table.ORDERS_QUARANTINE).fieldNames()
+    assert [r.reason for r in quarantine.collect()] == ["malformed"]
+    assert orders.collect()[0].amount_usd == Decimal("10.85")
