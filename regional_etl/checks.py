@@ -13,9 +13,9 @@ from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetExecutionContext,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     AssetKey,
     ConfigurableResource,
     MetadataValue,
