@@ -1,0 +1,208 @@
+"""Quality gates: each check on clean and on broken numbers, the one-pass statistics on real
+Spark, and partition quarantine across runs on a real instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from dagster import AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance
+
+from regional_etl.backfill import run_backfill
+from regional_etl.checks import ORDERS_GATES, QualityGateResource, orders_verdicts, schema_problems
+from regional_etl.contract import REGIONS, Table, schema
+from regional_etl.generate import generate_landing, write_drop
+from regional_etl.transforms.gates import PartitionStats, gate_stats
+from regional_etl_tests.conftest import Pipeline
+
+GATES = QualityGateResource(min_rows=5, max_rows=100, max_quarantine_ratio=0.2)
+CLEAN = PartitionStats(
+    lines=50,
+    orders=45,
+    quarantined=5,
+    null_order_id=0,
+    null_user_id=0,
+    distinct_order_ids=45,
+    bad_amounts=0,
+    missing_fx=0,
+    landing_lines=50,
+)
+
+
+def verdicts(stats: PartitionStats = CLEAN, problems: list[str] | None = None) -> dict:
+    return {v.gate.name: v for v in orders_verdicts(stats, problems or [], GATES)}
+
+
+def test_every_gate_passes_on_clean_numbers() -> None:
+    got = verdicts()
+    assert set(got) == set(ORDERS_GATES)
+    assert all(v.passed for v in got.values())
+
+
+@pytest.mark.parametrize(
+    ("gate", "broken", "metadata"),
+    [
+        ("ids_not_null", {"null_order_id": 1}, {"null_order_id": 1, "null_user_id": 0}),
+        ("ids_not_null", {"null_user_id": 2}, {"null_order_id": 0, "null_user_id": 2}),
+        ("order_id_unique", {"distinct_order_ids": 43}, {"duplicate_order_ids": 2}),
+        ("volume", {"orders": 4, "distinct_order_ids": 4}, {"orders": 4, "min_rows": 5}),
+        ("volume", {"orders": 101, "distinct_order_ids": 101}, {"max_rows": 100}),
+        ("amounts_valid", {"bad_amounts": 3}, {"bad_amounts": 3}),
+        ("amounts_valid", {"missing_fx": 1}, {"missing_fx_rate": 1}),
+        ("reconciliation", {"landing_lines": 51}, {"landing_lines": 51, "unaccounted": 1}),
+        ("reconciliation", {"lines": 49}, {"bronze_rows": 49}),
+        ("quarantine_ratio", {"quarantined": 11, "orders": 39, "distinct_order_ids": 39}, {}),
+    ],
+)
+def test_each_gate_fails_on_numbers_built_to_break_it(gate, broken, metadata) -> None:
+    stats = PartitionStats(**{**CLEAN.__dict__, **broken})
+    got = verdicts(stats)
+    assert not got[gate].passed
+    for key, value in metadata.items():
+        assert got[gate].metadata[key] == value
+    # Only the intended gate fails (volume also moves when orders move, which is intended).
+    others = {n for n, v in got.items() if not v.passed} - {gate, "reconciliation"}
+    assert others <= {"volume"} if gate != "volume" else others == set()
+
+
+def test_severity_volume_reconciliation_schema_block_and_ratio_only_warns() -> None:
+    assert ORDERS_GATES["volume"].blocking
+    assert ORDERS_GATES["reconciliation"].blocking
+    assert ORDERS_GATES["schema"].blocking
+    assert not ORDERS_GATES["quarantine_ratio"].blocking
+    assert ORDERS_GATES["quarantine_ratio"].severity == AssetCheckSeverity.WARN
+    ratio = verdicts(PartitionStats(**{**CLEAN.__dict__, "quarantined": 20}))["quarantine_ratio"]
+    assert not ratio.passed and not ratio.blocks
+
+
+def test_schema_gate_names_the_differences(spark) -> None:
+    contract = schema(Table.ORDERS)
+    assert schema_problems(contract, contract) == []
+    from pyspark.sql import types as T
+
+    drifted = T.StructType(
+        [f if f.name != "amount" else T.StructField("amount", T.DoubleType()) for f in contract]
+        + [T.StructField("extra", T.StringType())]
+    )
+    problems = schema_problems(drifted, contract)
+    assert "column amount is double, contract says decimal(18,4)" in problems
+    assert "unexpected column extra string" in problems
+    assert not verdicts(problems=problems)["schema"].passed
+
+
+def test_gate_stats_one_aggregation_counts_what_the_checks_need(spark) -> None:
+    day = dt.date(2024, 3, 8)
+    rows = [
+        # order_id, user_id, amount, fx_rate, amount_usd, reason
+        ("A", "u1", Decimal("10"), Decimal("1"), Decimal("10.00"), None),
+        ("A", "u2", Decimal("11"), Decimal("1"), Decimal("11.00"), None),  # duplicate id
+        (None, "u3", Decimal("12"), Decimal("1"), Decimal("12.00"), None),  # null id
+        ("B", " ", Decimal("13"), Decimal("1"), Decimal("13.00"), None),  # blank user
+        ("C", "u5", Decimal("-1"), Decimal("1"), Decimal("-1.00"), None),  # bad amount
+        ("D", "u6", Decimal("5"), None, None, None),  # no FX rate
+        ("E", None, None, None, None, "malformed"),  # quarantined: not counted as an order
+    ]
+    frame = spark.createDataFrame(
+        [(day, "eu-west", *r) for r in rows],
+        "order_date date, region string, order_id string, user_id string, "
+        "amount decimal(18,4), fx_rate decimal(20,10), amount_usd decimal(18,2), reason string",
+    )
+    [stats] = gate_stats(frame).collect()
+    assert stats.asDict() == {
+        "order_date": day,
+        "region": "eu-west",
+        "lines": 7,
+        "orders": 6,
+        "quarantined": 1,
+        "null_order_id": 1,
+        "null_user_id": 1,
+        "distinct_order_ids": 4,
+        "bad_amounts": 2,
+        "missing_fx": 1,
+    }
+
+
+def _check_results(instance: DagsterInstance, asset: str) -> dict[tuple[str, str], list[bool]]:
+    """(partition, check) -> pass/fail of every evaluation, oldest first, from the event log."""
+    results: dict[tuple[str, str], list[bool]] = {}
+    for run in reversed(instance.get_runs()):  # get_runs is newest first
+        for event in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = event.get_dagster_event().event_specific_data
+            if evaluation.asset_key.to_user_string() == asset:
+                key = (evaluation.partition, evaluation.check_name)
+                results.setdefault(key, []).append(evaluation.passed)
+    return results
+
+
+def test_a_too_small_partition_blocks_only_its_date_until_fixed(
+    pipeline: Pipeline, instance: DagsterInstance, spark
+) -> None:
+    start, end = dt.date(2024, 3, 8), dt.date(2024, 3, 9)
+    generate_landing(pipeline.landing, start, end, rows=40, seed=3)
+    # Redeliver 2024-03-08|eu-west with only 3 lines: below the volume floor of 10.
+    folder = pipeline.landing / "region=eu-west" / "date=2024-03-08"
+    for f in folder.glob("*.jsonl"):
+        f.unlink()
+    small = [
+        json.dumps(
+            {
+                "order_id": f"S{n}",
+                "user_id": "u",
+                "amount": 5,
+                "currency": "EUR",
+                "order_ts": "2024-03-08T10:00:00Z",
+            }
+        )
+        for n in range(3)
+    ]
+    write_drop(pipeline.landing, "2024-03-08", "eu-west", small)
+
+    report = run_backfill(
+        pipeline.defs, instance, "2024-03-08", "2024-03-09", progress=lambda _: None
+    )
+    status = {k: o.status for k, o in report.outcomes.items()}
+    assert status.pop("2024-03-08|eu-west") == "failed"
+    assert set(status.values()) == {"succeeded"}
+
+    checks = _check_results(instance, "orders")
+    assert checks[("2024-03-08|eu-west", "volume")][-1] is False
+    assert checks[("2024-03-09|eu-west", "volume")][-1] is True
+    silver = spark.read.format("delta").load(pipeline.table("silver/orders"))
+    assert silver.where("order_date = '2024-03-08' AND region = 'eu-west'").count() == 0
+    assert silver.where("order_date = '2024-03-08' AND region = 'us-east'").count() > 0
+    quarantine = spark.read.format("delta").load(pipeline.table("silver/orders_quarantine"))
+    assert quarantine.where("order_date = '2024-03-08' AND region = 'eu-west'").count() == 0
+
+    gold = spark.read.format("delta").load(pipeline.table("gold/daily_revenue"))
+    assert {str(r.order_date) for r in gold.select("order_date").distinct().collect()} == {
+        "2024-03-09"
+    }
+    assert instance.get_materialized_partitions(AssetKey("daily_revenue")) == {"2024-03-09"}
+
+    # A later daily_revenue run on its own must not pick the blocked region up either.
+    later = pipeline.defs.resolve_job_def("daily_revenue_job").execute_in_process(
+        instance=instance, partition_key="2024-03-08", raise_on_error=False
+    )
+    assert not later.success
+    revenue_checks = _check_results(instance, "daily_revenue")
+    assert revenue_checks[("2024-03-08", "all_regions_present")][-1] is False
+
+    # Fix the drop, reprocess the region: the date materializes.
+    generate_landing(pipeline.landing, start, start, rows=40, seed=3, regions=["eu-west"])
+    fixed = run_backfill(
+        pipeline.defs,
+        instance,
+        "2024-03-08",
+        "2024-03-08",
+        regions=["eu-west"],
+        progress=lambda _: None,
+    )
+    assert fixed.ok, fixed.outcomes
+    gold = spark.read.format("delta").load(pipeline.table("gold/daily_revenue"))
+    day = gold.where("order_date = '2024-03-08'").collect()
+    assert sorted(r.region for r in day) == sorted(REGIONS)
+    assert (
+        _check_results(instance, "daily_revenue")[("2024-03-08", "totals_match_orders")][-1] is True
+    )
