@@ -9,6 +9,7 @@ from typing import Any
 
 from dagster import Definitions, in_process_executor, load_assets_from_modules
 
+from regional_etl.alerts import ALERT_SENSORS, alert_resources
 from regional_etl.assets import bronze, gold, reference, silver
 from regional_etl.jobs import ALL_JOBS
 from regional_etl.resources.environments import resources_for
@@ -21,7 +22,12 @@ def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         jobs=ALL_JOBS,
-        resources=resources if resources is not None else resources_for(),
+        sensors=[*ALERT_SENSORS],
+        # The alert sensor's webhook resource comes first so a test's own map still loads.
+        resources={
+            **alert_resources(),
+            **(resources if resources is not None else resources_for()),
+        },
         # Steps of one run share a process, hence one SparkSession: a multiprocess executor
         # would start a JVM per step, which costs more than the parallelism it buys here.
         executor=in_process_executor,

@@ -8,7 +8,13 @@ import json
 from decimal import Decimal
 
 import pytest
-from dagster import AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+)
 
 from regional_etl.backfill import run_backfill
 from regional_etl.checks import ORDERS_GATES, QualityGateResource, orders_verdicts, schema_problems
@@ -124,12 +130,15 @@ def test_gate_stats_one_aggregation_counts_what_the_checks_need(spark) -> None:
     }
 
 
-def _check_results(instance: DagsterInstance, asset: str) -> dict[tuple[str, str], list[bool]]:
+def _check_results(
+    instance: DagsterInstance, asset: str
+) -> dict[tuple[str | None, str], list[bool]]:
     """(partition, check) -> pass/fail of every evaluation, oldest first, from the event log."""
-    results: dict[tuple[str, str], list[bool]] = {}
+    results: dict[tuple[str | None, str], list[bool]] = {}
     for run in reversed(instance.get_runs()):  # get_runs is newest first
         for event in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
             evaluation = event.get_dagster_event().event_specific_data
+            assert isinstance(evaluation, AssetCheckEvaluation)
             if evaluation.asset_key.to_user_string() == asset:
                 key = (evaluation.partition, evaluation.check_name)
                 results.setdefault(key, []).append(evaluation.passed)

@@ -1,163 +1,80 @@
-"""The FX-rate client resource: Frankfurter over HTTP, with retries and a shared circuit breaker.
+"""The FX-rate client resource: Frankfurter over HTTP, with timeouts, retries and a shared breaker.
 
 Failure policy, from the inside out:
-1. Each logical call makes up to `max_attempts` HTTP attempts. Only transient failures are
+1. Each HTTP attempt has a socket timeout (`timeout_seconds`, for the connect and each read).
+2. Each logical call makes up to `max_attempts` HTTP attempts. Only transient failures are
    retried (timeouts, connection errors, 5xx, 429), after a full-jitter exponential backoff or
    the server's Retry-After. Anything else the service says (other 4xx, a body that is not a
    Frankfurter answer) will not get better by asking again: `FXPermanentError` at once.
-2. A logical call whose attempts are all used up raises `FXTransientError`, and that counts as
+3. A logical call whose attempts are all used up raises `FXTransientError`, and that counts as
    ONE failure for the circuit breaker (not one per HTTP attempt: retries are already the
    per-call tolerance, the breaker measures how many calls in a row the service has failed).
-   Permanent errors never count: pybreaker treats an excluded error as "the service answered",
-   which resets the failure count, and closes a half-open breaker.
-3. After `breaker_fail_max` failed calls in a row the breaker opens, and every process that
-   shares its storage fails fast with `FXCircuitOpenError` without contacting the service. After
-   `breaker_reset_timeout_seconds` the next call is a half-open probe, made with a single HTTP
-   attempt: success closes the breaker, failure reopens it for another timeout.
+4. The breaker (`fx_breaker.py`) opens after `breaker_fail_max` such calls in a row, for every
+   process sharing its storage, which then fail fast with `FXCircuitOpenError`; after
+   `breaker_reset_timeout_seconds` one single-attempt probe decides whether it closes again.
+
+Errors live in `fx_errors.py`, the wire format in `fx_payload.py`, the breaker storage in
+`breaker_storage.py`; this module is the resource and its HTTP attempts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import http.client
-import importlib
-import json
-import math
-import os
 import random
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
+from decimal import Decimal
 from typing import Any, TypeVar
 
-import pybreaker
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
 from regional_etl.fx.server import FXServer
-from regional_etl.resources.breaker_storage import SQLiteCircuitBreakerStorage, sqlite_path_from_url
+from regional_etl.resources.breaker_storage import (
+    build_breaker_storage,
+    default_breaker_storage_url,
+)
+from regional_etl.resources.fx_breaker import BreakerTransition, SharedBreaker
+from regional_etl.resources.fx_errors import (
+    FXCircuitOpenError,
+    FXError,
+    FXPermanentError,
+    FXTransientError,
+)
+from regional_etl.resources.fx_payload import (
+    USD,
+    FxQuote,
+    decode_json,
+    error_detail,
+    latest_url,
+    normalize_currencies,
+    parse_rates,
+    parse_retry_after,
+    rates_url,
+)
+
+# The names callers import from here, wherever they are defined.
+__all__ = [
+    "BreakerTransition",
+    "FXCircuitOpenError",
+    "FXError",
+    "FXPermanentError",
+    "FXRatesResource",
+    "FXTransientError",
+    "FxQuote",
+    "default_breaker_storage_url",
+    "parse_retry_after",
+]
 
 T = TypeVar("T")
 
-USD = "USD"
-USD_PER_UNIT_QUANTUM = Decimal("0.0000000001")  # 10 decimal places, ROUND_HALF_UP
-BREAKER_DB_FILENAME = "fx_circuit_breaker.sqlite"
 USER_AGENT = "regional-etl-fx-client/1"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-class FXError(Exception):
-    """Base class for FX client failures. `attempts` is how many HTTP requests the call made."""
-
-    def __init__(self, message: str, *, url: str = "", attempts: int = 0) -> None:
-        super().__init__(message)
-        self.url = url
-        self.attempts = attempts
-
-    @property
-    def retries(self) -> int:
-        return max(self.attempts - 1, 0)
-
-
-class FXTransientError(FXError):
-    """Every attempt of a call failed in a way that may pass (timeout, connection, 5xx, 429)."""
-
-
-class FXPermanentError(FXError):
-    """The service answered, but not usefully (4xx other than 429, or an unusable body)."""
-
-    def __init__(
-        self, message: str, *, url: str = "", attempts: int = 0, status: int | None = None
-    ) -> None:
-        super().__init__(message, url=url, attempts=attempts)
-        self.status = status
-
-
-class FXCircuitOpenError(FXError):
-    """The circuit breaker is open: the call failed fast without contacting the service."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str = "",
-        opened_at: dt.datetime | None = None,
-        reopens_at: dt.datetime | None = None,
-    ) -> None:
-        super().__init__(message, url=url, attempts=0)
-        self.opened_at = opened_at
-        self.reopens_at = reopens_at
-
-
-@dataclass(frozen=True)
-class FxQuote:
-    """USD value of one unit of each requested currency, as the service answered for a date."""
-
-    requested_date: dt.date
-    rate_date: dt.date  # the ECB business day the service used (on or before requested_date)
-    usd_per_unit: dict[str, Decimal]  # 1/rate quantized to 10 places ROUND_HALF_UP; USD is 1
-    attempts: int  # HTTP attempts this call made (1 = no retry)
-    source_url: str
-
-    @property
-    def retries(self) -> int:
-        return self.attempts - 1
-
-
-@dataclass(frozen=True)
-class BreakerTransition:
-    """One circuit-breaker state change seen by this process."""
-
-    breaker: str
-    old_state: str | None
-    new_state: str
-    at: dt.datetime
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {
-            "breaker": self.breaker,
-            "old_state": self.old_state,
-            "new_state": self.new_state,
-            "at": self.at.isoformat(),
-        }
-
-
-class _TransitionRecorder(pybreaker.CircuitBreakerListener):
-    """Keeps state changes for the asset to report, and logs them as they happen.
-
-    pybreaker also reports a change made by another process, when this one first notices it.
-    """
-
-    def __init__(self, sink: list[BreakerTransition], lock: threading.Lock) -> None:
-        self._sink = sink
-        self._lock = lock
-
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        transition = BreakerTransition(
-            breaker=cb.name or "",
-            old_state=old_state.name if old_state is not None else None,
-            new_state=new_state.name,
-            at=dt.datetime.now(dt.UTC),
-        )
-        with self._lock:
-            self._sink.append(transition)
-        get_dagster_logger().warning(
-            f"FX circuit breaker '{transition.breaker}': "
-            f"{transition.old_state} -> {transition.new_state}"
-        )
 
 
 class _TransientAttemptError(Exception):
@@ -166,38 +83,6 @@ class _TransientAttemptError(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
-
-
-def default_breaker_storage_url() -> str:
-    """`sqlite:///$DAGSTER_HOME/fx_circuit_breaker.sqlite`, else a file in the temp dir.
-
-    The temp-dir fallback is shared by everything on the machine that leaves both unset, so
-    tests always pass an explicit `breaker_storage_url`.
-    """
-    home = os.environ.get("DAGSTER_HOME")
-    folder = Path(home) if home else Path(tempfile.gettempdir())
-    name = BREAKER_DB_FILENAME if home else f"regional_etl_{BREAKER_DB_FILENAME}"
-    return f"sqlite:///{folder / name}"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), if usable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
 
 
 class FXRatesResource(ConfigurableResource):
@@ -210,7 +95,8 @@ class FXRatesResource(ConfigurableResource):
     127.0.0.1 port, started in `setup_for_execution` and stopped in `teardown_after_execution`
     (so once per run process).
 
-    Calls are serialized per process (pybreaker holds its lock for the whole call).
+    Calls are serialized per process (pybreaker holds its lock for the whole call). Errors:
+    `FXTransientError` (retry later), `FXPermanentError` and `FXCircuitOpenError` (do not).
     """
 
     base_url: str | None = Field(
@@ -255,9 +141,8 @@ class FXRatesResource(ConfigurableResource):
 
     _server: FXServer | None = PrivateAttr(default=None)
     _service_url: str | None = PrivateAttr(default=None)
-    _breaker: pybreaker.CircuitBreaker | None = PrivateAttr(default=None)
-    _transitions: list[BreakerTransition] = PrivateAttr(default_factory=list)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _breaker: SharedBreaker | None = PrivateAttr(default=None)
+    _counter_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _attempt_count: int = PrivateAttr(default=0)
     _retry_count: int = PrivateAttr(default=0)
 
@@ -295,39 +180,16 @@ class FXRatesResource(ConfigurableResource):
         if self.backoff_factor < 1:
             raise ValueError(f"backoff_factor must be >= 1, got {self.backoff_factor}")
 
-    def _build_storage(self) -> pybreaker.CircuitBreakerStorage:
-        url = self.breaker_storage_url or default_breaker_storage_url()
-        if url.startswith(("redis://", "rediss://", "unix://")):
-            try:
-                # Optional extra: imported here so that SQLite users never need it installed.
-                redis = importlib.import_module("redis")
-            except ImportError as exc:
-                raise ImportError(
-                    f"breaker_storage_url {url!r} needs the redis client: "
-                    "pip install 'regional_etl[redis]'"
-                ) from exc
-            client = redis.Redis.from_url(url)
-            return pybreaker.CircuitRedisStorage(
-                pybreaker.STATE_CLOSED, client, namespace=self.breaker_name
-            )
-        return SQLiteCircuitBreakerStorage(sqlite_path_from_url(url), self.breaker_name)
-
-    def _build_breaker(self) -> pybreaker.CircuitBreaker:
-        return pybreaker.CircuitBreaker(
-            fail_max=self.breaker_fail_max,
-            reset_timeout=self.breaker_reset_timeout_seconds,
-            # Only exhausted transient calls are system errors; a 4xx, a bad payload or an
-            # interrupted run says nothing about the service's health.
-            exclude=[lambda exc: not isinstance(exc, FXTransientError)],
-            listeners=[_TransitionRecorder(self._transitions, self._lock)],
-            state_storage=self._build_storage(),
+    def _build_breaker(self) -> SharedBreaker:
+        return SharedBreaker(
             name=self.breaker_name,
-            # Let the call that trips the breaker raise its own FXTransientError (it did make
-            # its attempts); only calls refused by an open breaker raise FXCircuitOpenError.
-            throw_new_error_on_trip=False,
+            fail_max=self.breaker_fail_max,
+            reset_timeout_seconds=self.breaker_reset_timeout_seconds,
+            storage=build_breaker_storage(self.breaker_storage_url, self.breaker_name),
+            probe_timeout_seconds=self.timeout_seconds,
         )
 
-    def _ready(self) -> tuple[str, pybreaker.CircuitBreaker]:
+    def _ready(self) -> tuple[str, SharedBreaker]:
         if self._breaker is None or self._service_url is None:
             if self.base_url is None:
                 raise RuntimeError(
@@ -359,15 +221,15 @@ class FXRatesResource(ConfigurableResource):
     @property
     def breaker_transitions(self) -> list[BreakerTransition]:
         """Breaker state changes seen by this process, oldest first (a copy)."""
-        with self._lock:
-            return list(self._transitions)
+        return self._ready()[1].transitions()
 
     def pop_breaker_transitions(self) -> list[BreakerTransition]:
         """Return and forget the recorded transitions, e.g. once per materialized partition."""
-        with self._lock:
-            taken = list(self._transitions)
-            self._transitions.clear()
-        return taken
+        return self._ready()[1].pop_transitions()
+
+    def breaker_state(self) -> dict[str, Any]:
+        """Breaker state for metadata: state, fail_counter, fail_max, opened_at, reopens_at."""
+        return self._ready()[1].snapshot()
 
     def get_usd_rates(self, date: dt.date, currencies: Sequence[str]) -> FxQuote:
         """USD per one unit of each currency, on the latest ECB business day on or before `date`.
@@ -375,14 +237,13 @@ class FXRatesResource(ConfigurableResource):
         Raises `FXPermanentError` (bad request or answer, not retried), `FXTransientError`
         (attempts exhausted) or `FXCircuitOpenError` (failed fast, service not contacted).
         """
-        wanted = _normalize_currencies(currencies)
+        wanted = normalize_currencies(currencies)
         others = [code for code in wanted if code != USD]
         base_url, breaker = self._ready()
-        query = {"from": USD, **({"to": ",".join(others)} if others else {})}
-        url = f"{base_url}/{date.isoformat()}?{urllib.parse.urlencode(query, safe=',')}"
+        url = rates_url(base_url, date, others)
 
         def parse(payload: Any) -> tuple[dt.date, dict[str, Decimal]]:
-            return _parse_rates(payload, url, date, others)
+            return parse_rates(payload, url, date, others)
 
         (rate_date, rates), attempts = self._guarded_call(breaker, url, parse)
         usd_per_unit = {code: Decimal(1) if code == USD else rates[code] for code in wanted}
@@ -397,61 +258,20 @@ class FXRatesResource(ConfigurableResource):
     def latest_rate_date(self) -> dt.date:
         """The last business day the service has rates for (`GET /latest`)."""
         base_url, breaker = self._ready()
-        url = f"{base_url}/latest?from={USD}"
+        url = latest_url(base_url)
         (rate_date, _), _ = self._guarded_call(
-            breaker, url, lambda payload: _parse_rates(payload, url, None, [])
+            breaker, url, lambda payload: parse_rates(payload, url, None, [])
         )
         return rate_date
 
-    def breaker_state(self) -> dict[str, Any]:
-        """Breaker state for metadata: state, fail_counter, fail_max, opened_at, reopens_at."""
-        _, breaker = self._ready()
-        storage = breaker._state_storage  # pybreaker exposes no public accessor for opened_at
-        state = breaker.current_state
-        opened_at = storage.opened_at
-        reopens_at = (
-            opened_at + dt.timedelta(seconds=breaker.reset_timeout)
-            if state == pybreaker.STATE_OPEN and opened_at is not None
-            else None
-        )
-        return {
-            "name": self.breaker_name,
-            "state": state,
-            "fail_counter": breaker.fail_counter,
-            "fail_max": breaker.fail_max,
-            "opened_at": opened_at.isoformat() if opened_at else None,
-            "reopens_at": reopens_at.isoformat() if reopens_at else None,
-        }
-
     # --- internals ------------------------------------------------------------------------
     def _guarded_call(
-        self,
-        breaker: pybreaker.CircuitBreaker,
-        url: str,
-        parse: Callable[[Any], T],
+        self, breaker: SharedBreaker, url: str, parse: Callable[[Any], T]
     ) -> tuple[T, int]:
-        # A call made while the breaker is not closed is the half-open probe: one attempt, so a
-        # still-broken service costs one request per reset timeout, not a full retry sequence.
-        probe = breaker.current_state != pybreaker.STATE_CLOSED
-        attempts_allowed = 1 if probe else self.max_attempts
-        try:
-            return breaker.call(self._fetch_with_retries, url, attempts_allowed, parse)
-        except pybreaker.CircuitBreakerError as exc:
-            raise self._open_error(breaker, url) from exc
+        def fetch(attempts_allowed: int) -> tuple[T, int]:
+            return self._fetch_with_retries(url, attempts_allowed, parse)
 
-    def _open_error(self, breaker: pybreaker.CircuitBreaker, url: str) -> FXCircuitOpenError:
-        opened_at = breaker._state_storage.opened_at
-        reopens_at = opened_at + dt.timedelta(seconds=breaker.reset_timeout) if opened_at else None
-        when = reopens_at.isoformat() if reopens_at else "after the reset timeout"
-        return FXCircuitOpenError(
-            f"FX circuit breaker '{self.breaker_name}' is open (it opens after "
-            f"{breaker.fail_max} failed calls in a row, or a failed probe; opened at "
-            f"{opened_at.isoformat() if opened_at else 'unknown'}): not calling {url}; "
-            f"it will try again at {when}",
-            url=url,
-            opened_at=opened_at,
-            reopens_at=reopens_at,
-        )
+        return breaker.call(url, fetch, self.max_attempts)
 
     def _fetch_with_retries(
         self, url: str, attempts_allowed: int, parse: Callable[[Any], T]
@@ -459,7 +279,8 @@ class FXRatesResource(ConfigurableResource):
         log = get_dagster_logger()
         last: _TransientAttemptError | None = None
         for attempt in range(1, attempts_allowed + 1):
-            self._attempt_count += 1
+            with self._counter_lock:
+                self._attempt_count += 1
             try:
                 payload = self._get_json(url, attempt)
                 try:
@@ -472,7 +293,8 @@ class FXRatesResource(ConfigurableResource):
                 if attempt == attempts_allowed:
                     break
                 delay = self._retry_delay(attempt - 1, exc.retry_after)
-                self._retry_count += 1
+                with self._counter_lock:
+                    self._retry_count += 1
                 log.warning(
                     f"FX request {url} failed ({exc}); retry {attempt}/{attempts_allowed - 1} "
                     f"in {delay:.2f}s"
@@ -500,7 +322,7 @@ class FXRatesResource(ConfigurableResource):
             with _opener_for(url).open(request, timeout=self.timeout_seconds) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
-            detail = _error_detail(exc)
+            detail = error_detail(exc)
             if exc.code == 429 or exc.code >= 500:
                 raise _TransientAttemptError(
                     f"HTTP {exc.code}: {detail}",
@@ -516,14 +338,7 @@ class FXRatesResource(ConfigurableResource):
             # URLError, timeouts, refused/reset connections and truncated answers all land here.
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise _TransientAttemptError(f"{type(exc).__name__}: {reason}") from exc
-        try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FXPermanentError(
-                f"FX service {url} returned a body that is not JSON: {body[:200]!r}",
-                url=url,
-                attempts=attempt,
-            ) from exc
+        return decode_json(body, url, attempt)
 
 
 def _opener_for(url: str) -> urllib.request.OpenerDirector:
@@ -532,71 +347,3 @@ def _opener_for(url: str) -> urllib.request.OpenerDirector:
     if host in _LOOPBACK_HOSTS:
         return urllib.request.build_opener(urllib.request.ProxyHandler({}))
     return urllib.request.build_opener()
-
-
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        raw = exc.read()
-    except (OSError, http.client.HTTPException):
-        return exc.reason if isinstance(exc.reason, str) else "no body"
-    try:
-        body = json.loads(raw.decode("utf-8"))
-        if isinstance(body, dict) and "message" in body:
-            return str(body["message"])
-    except (UnicodeDecodeError, ValueError):
-        pass
-    return raw[:200].decode("utf-8", "replace") or str(exc.reason)
-
-
-def _normalize_currencies(currencies: Sequence[str]) -> list[str]:
-    if isinstance(currencies, str):
-        raise TypeError("currencies must be a sequence of codes, not one string")
-    wanted: list[str] = []
-    for code in currencies:
-        normalized = code.strip().upper()
-        if len(normalized) != 3 or not normalized.isalpha() or not normalized.isascii():
-            raise ValueError(f"invalid currency code {code!r}")
-        if normalized not in wanted:
-            wanted.append(normalized)
-    if not wanted:
-        raise ValueError("no currencies requested")
-    return wanted
-
-
-def _parse_rates(
-    payload: Any, url: str, requested: dt.date | None, wanted: list[str]
-) -> tuple[dt.date, dict[str, Decimal]]:
-    """Check a Frankfurter answer and turn its rates (units per USD) into USD per unit."""
-
-    def bad(what: str) -> FXPermanentError:
-        return FXPermanentError(f"FX service {url} returned an unusable answer: {what}", url=url)
-
-    if not isinstance(payload, dict):
-        raise bad(f"expected a JSON object, got {type(payload).__name__}")
-    if not isinstance(payload.get("rates"), dict) or not isinstance(payload.get("date"), str):
-        raise bad(f"not the Frankfurter shape (needs 'date' and 'rates'): {str(payload)[:200]}")
-    if payload.get("base", USD) != USD:
-        raise bad(f"base is {payload.get('base')!r}, expected {USD}")
-    try:
-        rate_date = dt.date.fromisoformat(payload["date"])
-    except ValueError as exc:
-        raise bad(f"date {payload['date']!r} is not YYYY-MM-DD") from exc
-    if requested is not None and rate_date > requested:
-        raise bad(f"rate date {rate_date} is after the requested date {requested}")
-
-    rates: dict[str, Any] = payload["rates"]
-    missing = [code for code in wanted if code not in rates]
-    if missing:
-        raise bad(f"no rate for {', '.join(missing)}")
-    usd_per_unit: dict[str, Decimal] = {}
-    for code in wanted:
-        rate = rates[code]
-        # bool is an int in Python; a JSON true is not a rate.
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
-            raise bad(f"rate for {code} is {rate!r}, not a number")
-        if rate <= 0:
-            raise bad(f"rate for {code} is {rate!r}, not positive")
-        usd_per_unit[code] = (Decimal(1) / Decimal(str(rate))).quantize(
-            USD_PER_UNIT_QUANTUM, rounding=ROUND_HALF_UP
-        )
-    return rate_date, usd_per_unit

@@ -1,0 +1,213 @@
+"""The run failure sensor posts to a real local webhook receiver about real failed runs, evaluated
+tick by tick as the daemon does (cursor included)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    Definitions,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
+from dagster._core.instance.config import dagster_instance_config
+
+from regional_etl.alerts import (
+    ALERT_SENSORS,
+    ALERT_WEBHOOK_ENV,
+    AlertDeliveryError,
+    AlertWebhookResource,
+    alert_resources,
+    redact_url,
+    run_failure_alert,
+)
+from regional_etl.assets.reference import fx_rates
+from regional_etl.fx.server import FaultConfig, FXServer
+
+from .conftest import DATE, MakeResources, WebhookReceiver
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def failed_fx_run(
+    instance: DagsterInstance, fx_server: FXServer, make_resources: MakeResources
+) -> DagsterRun:
+    """A real `fx_rates` run that fails: the service answers garbage."""
+    fx_server.set_faults(FaultConfig(bad_payload=True))
+    result = materialize(
+        [fx_rates],
+        partition_key=DATE,
+        resources=make_resources(),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    return run
+
+
+def start_sensor(instance: DagsterInstance, webhook: AlertWebhookResource) -> str | None:
+    """The sensor's first tick, as the daemon runs it: it starts watching from now on."""
+    result = run_failure_alert.evaluate_tick(
+        build_sensor_context(instance=instance, resources={"alert_webhook": webhook})
+    )
+    assert result.skip_message and "Initiating" in result.skip_message
+    return result.cursor
+
+
+def next_tick(instance: DagsterInstance, webhook: AlertWebhookResource, cursor: str | None):
+    """One more tick from `cursor`: the sensor handles the run failures recorded since."""
+    return run_failure_alert.evaluate_tick(
+        build_sensor_context(instance=instance, cursor=cursor, resources={"alert_webhook": webhook})
+    )
+
+
+def test_sensor_context_api_also_alerts(
+    instance: DagsterInstance,
+    fx_server: FXServer,
+    make_resources: MakeResources,
+    webhook: WebhookReceiver,
+):
+    """`build_run_status_sensor_context`: the documented way to call the sensor on one run."""
+    run = failed_fx_run(instance, fx_server, make_resources)
+    (record,) = instance.get_records_for_run(
+        run_id=run.run_id, of_type=DagsterEventType.RUN_FAILURE
+    ).records
+    event = record.event_log_entry.dagster_event
+    assert event is not None
+    context = build_run_status_sensor_context(
+        sensor_name=run_failure_alert.name,
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
+    ).for_run_failure()
+    run_failure_alert(context)
+    (post,) = webhook.received
+    assert post["body"]["run_id"] == run.run_id
+
+
+@pytest.fixture
+def instance_with_run_retries() -> Iterator[DagsterInstance]:
+    """A test instance with the project's run retry settings (from dagster.yaml)."""
+    config, _ = dagster_instance_config(str(PROJECT))
+    with instance_for_test(overrides={"run_retries": config["run_retries"]}) as instance:
+        yield instance
+
+
+def test_a_failed_run_reaches_the_webhook(
+    instance_with_run_retries: DagsterInstance,
+    fx_server: FXServer,
+    make_resources: MakeResources,
+    webhook: WebhookReceiver,
+    capfd: pytest.CaptureFixture[str],
+):
+    instance = instance_with_run_retries
+    resource = AlertWebhookResource(url=webhook.url, ui_base_url="http://127.0.0.1:3000/")
+    cursor = start_sensor(instance, resource)
+    run = failed_fx_run(instance, fx_server, make_resources)
+    capfd.readouterr()
+    tick = next_tick(instance, resource, cursor)
+    logged = capfd.readouterr().err  # the sensor's log (its tick log under the daemon)
+    (reaction,) = tick.dagster_run_reactions or []
+    assert reaction.dagster_run is not None and reaction.dagster_run.run_id == run.run_id
+    assert reaction.error is None
+
+    (post,) = webhook.received
+    assert post["path"] == "/hooks/regional-etl?token=s3cret"
+    assert post["content_type"] == "application/json"
+    body = post["body"]
+    assert body["event"] == "run_failure"
+    assert body["run_id"] == run.run_id and body["job_name"] == run.job_name
+    assert body["partition"] == DATE
+    assert body["partition_tags"]["dagster/partition"] == DATE
+    assert body["link"] == f"/runs/{run.run_id}"
+    assert body["url"] == f"http://127.0.0.1:3000/runs/{run.run_id}"
+    # A step failure is not retried as a whole run (the step's RetryPolicy had its say).
+    assert body["retry_number"] == 0 and body["will_retry"] is False
+    (step,) = body["step_failures"]
+    assert step["step_key"] == "fx_rates"
+    assert "not the Frankfurter shape" in step["error"] and "not retried" in step["error"]
+    assert body["error"] == f"fx_rates: {step['error']}"
+    # The sensor logs what it sent, and never the token in the webhook's URL.
+    sent = [line for line in logged.splitlines() if "Alert sent" in line]
+    assert len(sent) == 1 and run.run_id in sent[0] and "HTTP 200" in sent[0]
+    assert "s3cret" not in logged
+
+    # The next tick starts after that run: one alert per failure.
+    assert not next_tick(instance, resource, tick.cursor).dagster_run_reactions
+    assert len(webhook.received) == 1
+
+
+def test_an_undeliverable_alert_fails_the_tick_with_the_reason(
+    instance: DagsterInstance,
+    fx_server: FXServer,
+    make_resources: MakeResources,
+    webhook: WebhookReceiver,
+):
+    resource = AlertWebhookResource(url=webhook.url)
+    cursor = start_sensor(instance, resource)
+    failed_fx_run(instance, fx_server, make_resources)
+    webhook.statuses.append(410)
+    (reaction,) = next_tick(instance, resource, cursor).dagster_run_reactions or []
+    assert reaction.error is not None and "HTTP 410" in reaction.error.to_string()
+    assert len(webhook.received) == 1
+
+
+def test_delivery_is_retried_on_5xx_but_not_on_4xx(webhook: WebhookReceiver):
+    resource = AlertWebhookResource(url=webhook.url, backoff_seconds=0.01)
+    webhook.statuses.extend([503, 502])
+    delivery = resource.send({"run_id": "r1"})
+    assert delivery is not None and (delivery.status, delivery.attempts) == (200, 3)
+    assert [p["answered"] for p in webhook.received] == [503, 502, 200]
+
+    webhook.received.clear()
+    webhook.statuses.append(404)
+    with pytest.raises(AlertDeliveryError, match="HTTP 404") as caught:
+        resource.send({"run_id": "r2"})
+    assert len(webhook.received) == 1
+    assert "s3cret" not in str(caught.value)
+
+    webhook.received.clear()
+    webhook.statuses.extend([503, 503, 503])
+    with pytest.raises(AlertDeliveryError, match="failed 3 attempt"):
+        resource.send({"run_id": "r3"})
+    assert len(webhook.received) == 3
+
+
+def test_without_a_url_the_alert_is_only_logged(
+    instance: DagsterInstance,
+    fx_server: FXServer,
+    make_resources: MakeResources,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+):
+    monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
+    resource = alert_resources()["alert_webhook"]
+    assert resource.url is None
+    cursor = start_sensor(instance, resource)
+    run = failed_fx_run(instance, fx_server, make_resources)
+    capfd.readouterr()
+    next_tick(instance, resource, cursor)
+    (line,) = [x for x in capfd.readouterr().err.splitlines() if "Alert not sent" in x]
+    assert f"({ALERT_WEBHOOK_ENV} is unset)" in line and run.run_id in line
+
+
+def test_the_sensor_is_on_by_default_and_loads_with_its_resource():
+    (sensor,) = ALERT_SENSORS
+    assert sensor is run_failure_alert
+    assert sensor.default_status.value == "RUNNING"
+    assert sensor.required_resource_keys == {"alert_webhook"}
+    # What definitions.py adds: the sensor and its resource load together.
+    Definitions.validate_loadable(Definitions(sensors=ALERT_SENSORS, resources=alert_resources()))
+    assert redact_url("https://hooks.example.com:8443/services/T0/B1/xyz?k=v") == (
+        "https://hooks.example.com:8443/..."
+    )
