@@ -17,10 +17,14 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetRecordsFilter,
     ConfigurableResource,
     MetadataValue,
     Output,
     PartitionsDefinition,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,  # not exported at the top level
 )
 from pydantic import Field
 
@@ -188,17 +192,40 @@ def check_outputs(context: AssetExecutionContext) -> Iterator[Output]:
 
 
 def evaluations(
-    asset: str, partition: str, verdicts: Iterable[Verdict]
+    context: AssetExecutionContext, asset: str, partition: str, verdicts: Iterable[Verdict]
 ) -> Iterator[AssetCheckEvaluation]:
-    """Per-partition check results, so a range run reports each partition on its own."""
+    """Per-partition check results, so a range run reports each partition on its own.
+
+    Each result names the partition's latest materialization as its target (what
+    `AssetCheckResult` does for single-partition steps): without it Dagster treats the check as
+    stale, and `all_deps_blocking_checks_passed` would never let the aggregate run. Emit the
+    partition's materialization first, then these.
+    """
+    target = _latest_materialization(context, asset, partition)
     for v in verdicts:
         yield AssetCheckEvaluation(
             asset_key=AssetKey(asset),
             check_name=v.gate.name,
             passed=v.passed,
             metadata={"partition": partition, **v.metadata},
+            target_materialization_data=target,
             severity=v.gate.severity,
             blocking=v.gate.blocking,
             partition=partition,
             description=v.gate.description,
         )
+
+
+def _latest_materialization(
+    context: AssetExecutionContext, asset: str, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=records[0].event_log_entry.run_id,
+        storage_id=records[0].storage_id,
+        timestamp=records[0].timestamp,
+    )

@@ -11,6 +11,8 @@ from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from regional_etl.alerts import ALERT_SENSORS, alert_resources
 from regional_etl.assets import bronze, gold, reference, silver
+from regional_etl.automation.schedules import SCHEDULES
+from regional_etl.automation.sensors import SENSORS
 from regional_etl.jobs import ALL_JOBS
 from regional_etl.resources.environments import resources_for
 
@@ -22,7 +24,8 @@ def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         jobs=ALL_JOBS,
-        sensors=[*ALERT_SENSORS],
+        schedules=SCHEDULES,
+        sensors=[*SENSORS, *ALERT_SENSORS],
         # The alert sensor's webhook resource comes first so a test's own map still loads.
         resources={
             **alert_resources(),

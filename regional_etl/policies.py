@@ -95,3 +95,20 @@ def landing_retry_policy(
 
 FX_RETRY_POLICY = fx_retry_policy()
 LANDING_RETRY_POLICY = landing_retry_policy()
+
+UPSTREAM_RETRIES_ENV = "REGIONAL_ETL_UPSTREAM_STEP_RETRIES"
+UPSTREAM_DELAY_ENV = "REGIONAL_ETL_UPSTREAM_STEP_RETRY_DELAY_SECONDS"
+
+
+def upstream_retry_policy(
+    max_retries: int | None = None, delay_seconds: float | None = None
+) -> RetryPolicy:
+    """For `orders`, whose FX rates may still be on their way: the landing sensor launches the
+    FX run of a new date next to its regional runs, so a missing rate is usually minutes away."""
+    return backoff_policy(
+        _env_int(UPSTREAM_RETRIES_ENV, 3) if max_retries is None else max_retries,
+        _env_seconds(UPSTREAM_DELAY_ENV, 20.0) if delay_seconds is None else delay_seconds,
+    )
+
+
+UPSTREAM_RETRY_POLICY = upstream_retry_policy()

@@ -11,6 +11,7 @@ from dagster import (
     asset,
 )
 
+from regional_etl.automation.conditions import DAILY_REVENUE_CONDITION
 from regional_etl.checks import REVENUE_GATES, Verdict, check_outputs, evaluations
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
@@ -31,6 +32,7 @@ ALL_REGIONS_OF_DATE = MultiToSingleDimensionPartitionMapping(partition_dimension
     metadata={"delta_table": Table.DAILY_REVENUE.value},
     check_specs=[g.spec("daily_revenue", daily_partitions) for g in REVENUE_GATES.values()],
     output_required=False,
+    automation_condition=DAILY_REVENUE_CONDITION,
 )
 def daily_revenue(
     context: AssetExecutionContext, spark: SparkResource, warehouse: WarehouseResource
@@ -95,7 +97,6 @@ def daily_revenue(
                     {"differences": MetadataValue.json(diffs), "revenue_usd": float(total)},
                 )
             )
-        yield from evaluations("daily_revenue", d, verdicts)
         if d in complete and result is not None:
             yield AssetMaterialization(
                 "daily_revenue",
@@ -107,6 +108,7 @@ def daily_revenue(
                     "path": MetadataValue.path(result.path),
                 },
             )
+        yield from evaluations(context, "daily_revenue", d, verdicts)
     yield from check_outputs(context)
     if blocked:
         raise Failure(

@@ -41,6 +41,7 @@ from regional_etl.partitions import (
     date_region_partitions,
     run_date_regions,
 )
+from regional_etl.policies import UPSTREAM_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.transforms.gates import PartitionStats, gate_stats
@@ -78,6 +79,7 @@ FX_BY_DATE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DAT
     check_specs=[g.spec("orders", date_region_partitions) for g in ORDERS_GATES.values()],
     partitions_def=date_region_partitions,
     backfill_policy=BackfillPolicy.single_run(),
+    retry_policy=UPSTREAM_RETRY_POLICY,
 )
 def orders(
     context: AssetExecutionContext,
@@ -99,8 +101,9 @@ def orders(
     missing_fx = sorted(set(dates) - have_fx)
     if missing_fx:
         raise Failure(
-            description=f"no fx_rates for {', '.join(missing_fx)}: materialize fx_rates first",
-            allow_retries=False,
+            description=f"no fx_rates for {', '.join(missing_fx)}: materialize fx_rates first "
+            "(retrying: the landing sensor launches it alongside new drops)",
+            allow_retries=True,
         )
 
     # Classification, conversion and the gate numbers all come from one pass over bronze.
@@ -139,7 +142,6 @@ def orders(
     for p in partitions:
         key = str(p)
         s = stats[p]
-        yield from evaluations("orders", key, verdicts[p])
         yield AssetMaterialization(
             "orders_quarantine",
             partition=key,
@@ -162,6 +164,8 @@ def orders(
                     "path": MetadataValue.path(written.path),
                 },
             )
+        # After the materialization, so the checks target it (a blocked partition has none).
+        yield from evaluations(context, "orders", key, verdicts[p])
     yield from check_outputs(context)
     if blocked:
         failed = {str(p): [v.gate.name for v in verdicts[p] if v.blocks] for p in blocked}

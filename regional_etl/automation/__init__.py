@@ -1,0 +1,1 @@
+"""Schedules, sensors and automation conditions that keep the warehouse current."""

@@ -1,0 +1,89 @@
+"""The landing sensor: new and re-delivered drops, for any date, in any order."""
+
+from __future__ import annotations
+
+import json
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from regional_etl.io.landing import Drop, scan_drops
+from regional_etl.jobs import fx_rates_job, regional_orders_job
+from regional_etl.resources.warehouse import WarehouseResource
+
+# A bounded batch per tick keeps one evaluation short after a large historical redelivery; the
+# cursor only moves past what was requested, so the rest comes on the next ticks.
+MAX_REQUESTS_PER_TICK = 100
+
+
+def _load_cursor(raw: str | None) -> dict[str, int]:
+    return json.loads(raw) if raw else {}
+
+
+@sensor(
+    jobs=[regional_orders_job, fx_rates_job],
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Launches the regional run of every landing drop whose _SUCCESS marker is new or "
+    "newer than last seen (weeks-old and out-of-order dates included), and the FX run of dates "
+    "that have no rates yet. Drops without _SUCCESS wait.",
+)
+def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
+    # The cursor maps partition key -> the _SUCCESS mtime (ns) last launched: it survives
+    # restarts, and a re-touched marker (redelivery) is newer than what it holds.
+    seen = _load_cursor(context.cursor)
+    fresh: list[Drop] = []
+    for item in scan_drops(warehouse.landing()):
+        if isinstance(item, tuple):
+            path, problem = item
+            context.log.warning(f"ignoring landing folder {path}: {problem}")
+            continue
+        if item.success_mtime_ns > seen.get(str(item.partition), -1):
+            fresh.append(item)
+    if not fresh:
+        return SkipReason(f"no new or re-delivered drops under {warehouse.landing()}")
+
+    fresh.sort(key=lambda d: (d.success_mtime_ns, d.partition))
+    batch = fresh[:MAX_REQUESTS_PER_TICK]
+    have_fx = context.instance.get_materialized_partitions(AssetKey("fx_rates"))
+    requests: list[RunRequest] = []
+    for date in sorted({d.partition.order_date for d in batch} - have_fx):
+        # The run key makes a second request for the same date a no-op while it exists.
+        requests.append(
+            RunRequest(run_key=f"fx_rates:{date}", job_name=fx_rates_job.name, partition_key=date)
+        )
+    for drop in batch:
+        key = str(drop.partition)
+        requests.append(
+            RunRequest(
+                run_key=f"{key}@{drop.success_mtime_ns}",
+                job_name=regional_orders_job.name,
+                partition_key=key,
+                tags={"regional_etl/trigger": "landing_sensor"},
+            )
+        )
+        seen[key] = drop.success_mtime_ns
+    if len(fresh) > len(batch):
+        context.log.info(f"{len(fresh) - len(batch)} more drops wait for the next tick")
+    return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+automation_sensor = AutomationConditionSensorDefinition(
+    "regional_automation",
+    target=AssetSelection.assets("daily_revenue"),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Brings daily_revenue up to date for every date whose regions were re-processed "
+    "and passed their blocking gates.",
+)
+
+SENSORS = [landing_sensor, automation_sensor]

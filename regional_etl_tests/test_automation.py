@@ -1,0 +1,278 @@
+"""Automation on real folders and a real instance: the landing sensor, the daily schedule,
+declarative propagation to daily_revenue, idempotent backfills and concurrent writers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    RunRequest,
+    SensorResult,
+    build_schedule_context,
+    build_sensor_context,
+    evaluate_automation_conditions,
+    materialize,
+)
+
+from regional_etl.assets.bronze import raw_orders
+from regional_etl.assets.silver import orders
+from regional_etl.automation.sensors import landing_sensor
+from regional_etl.backfill import run_backfill
+from regional_etl.contract import REGIONS
+from regional_etl.definitions import defs
+from regional_etl.generate import generate_landing, write_drop
+from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl_tests.conftest import Pipeline
+
+LINE = (
+    '{"order_id": "A1", "user_id": "u", "amount": 5, "currency": "EUR", '
+    '"order_ts": "2024-03-08T10:00:00Z"}'
+)
+
+
+def tick(instance: DagsterInstance, landing: Path, cursor: str | None) -> SensorResult:
+    context = build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"warehouse": WarehouseResource(landing_root=str(landing))},
+    )
+    result = landing_sensor(context)
+    if not isinstance(result, SensorResult):
+        return SensorResult(run_requests=[], cursor=cursor)
+    return result
+
+
+def requested(result: SensorResult) -> list[tuple[str | None, str | None]]:
+    return sorted((r.job_name, r.partition_key) for r in result.run_requests or [])
+
+
+def test_landing_sensor_new_redelivered_out_of_order_and_incomplete_drops(
+    tmp_path: Path, instance: DagsterInstance
+) -> None:
+    landing = tmp_path / "landing"
+    assert tick(instance, landing, None).run_requests == []
+
+    write_drop(landing, "2024-03-08", "eu-west", [LINE])
+    write_drop(landing, "2024-03-08", "us-east", [LINE], success=False)  # not complete yet
+    first = tick(instance, landing, None)
+    assert requested(first) == [
+        ("fx_rates_job", "2024-03-08"),
+        ("regional_orders_job", "2024-03-08|eu-west"),
+    ]
+
+    # A restarted sensor resumes from its cursor: nothing new, nothing twice.
+    again = tick(instance, landing, first.cursor)
+    assert requested(again) == []
+
+    # Out of order: a drop for a date weeks earlier arrives after a later one.
+    write_drop(landing, "2024-02-10", "ap-south", [LINE.replace("EUR", "INR")])
+    late = tick(instance, landing, first.cursor)
+    assert ("regional_orders_job", "2024-02-10|ap-south") in requested(late)
+
+    # The incomplete drop completes; the first drop is redelivered (a file added, marker
+    # touched again): both are requested, the redelivery under a new run key.
+    time.sleep(0.01)
+    write_drop(landing, "2024-03-08", "us-east", [LINE.replace("EUR", "USD")])
+    write_drop(landing, "2024-03-08", "eu-west", [LINE], file_name="part-00001.jsonl")
+    redelivered = tick(instance, landing, late.cursor)
+    got = {
+        r.partition_key: r.run_key
+        for r in redelivered.run_requests or []
+        if r.job_name == "regional_orders_job"
+    }
+    assert set(got) == {"2024-03-08|us-east", "2024-03-08|eu-west"}
+    first_keys = {r.partition_key: r.run_key for r in first.run_requests or []}
+    assert got["2024-03-08|eu-west"] != first_keys["2024-03-08|eu-west"]
+    assert all(isinstance(r, RunRequest) and r.run_key for r in redelivered.run_requests or [])
+
+
+def test_landing_sensor_reports_folders_that_break_the_layout(
+    tmp_path: Path, instance: DagsterInstance
+) -> None:
+    bad = tmp_path / "region=../x" / "date=2024-03-08"
+    bad.mkdir(parents=True)
+    (bad / "_SUCCESS").touch()
+    (tmp_path / "region=mars" / "date=2024-03-08").mkdir(parents=True)
+    (tmp_path / "region=mars" / "date=2024-03-08" / "_SUCCESS").touch()
+    assert tick(instance, tmp_path, None).run_requests == []
+
+
+def test_daily_schedule_requests_yesterday_for_every_region() -> None:
+    regional_orders_schedule = defs.resolve_schedule_def("regional_orders_daily")
+    fx_rates_schedule = defs.resolve_schedule_def("fx_rates_daily")
+    assert regional_orders_schedule.execution_timezone == "UTC"
+    context = build_schedule_context(
+        scheduled_execution_time=dt.datetime(2024, 3, 9, 1, 0, tzinfo=dt.UTC)
+    )
+    result = regional_orders_schedule.evaluate_tick(context)
+    assert sorted(r.partition_key or "" for r in result.run_requests or []) == sorted(
+        f"2024-03-08|{r}" for r in REGIONS
+    )
+    fx = fx_rates_schedule.evaluate_tick(
+        build_schedule_context(
+            scheduled_execution_time=dt.datetime(2024, 3, 9, 0, 15, tzinfo=dt.UTC)
+        )
+    )
+    assert [r.partition_key for r in fx.run_requests or []] == ["2024-03-08"]
+
+
+def test_reprocessing_one_region_updates_daily_revenue_of_that_date_only(
+    pipeline: Pipeline, instance: DagsterInstance
+) -> None:
+    generate_landing(pipeline.landing, dt.date(2024, 3, 8), dt.date(2024, 3, 9), rows=30, seed=5)
+    report = run_backfill(
+        pipeline.defs, instance, "2024-03-08", "2024-03-09", progress=lambda _: None
+    )
+    assert report.ok, report.outcomes
+    settled = evaluate_automation_conditions(defs=pipeline.defs, instance=instance)
+    assert settled.get_requested_partitions(AssetKey("daily_revenue")) == set()
+
+    rerun = materialize(
+        [raw_orders, orders],
+        partition_key="2024-03-08|eu-west",
+        resources=pipeline.resources,
+        instance=instance,
+    )
+    assert rerun.success
+    after = evaluate_automation_conditions(
+        defs=pipeline.defs, instance=instance, cursor=settled.cursor
+    )
+    assert after.get_requested_partitions(AssetKey("daily_revenue")) == {"2024-03-08"}
+
+
+def test_a_failed_gate_keeps_the_date_out_of_automation(
+    pipeline: Pipeline, instance: DagsterInstance
+) -> None:
+    generate_landing(pipeline.landing, dt.date(2024, 3, 8), dt.date(2024, 3, 8), rows=30, seed=5)
+    assert run_backfill(
+        pipeline.defs, instance, "2024-03-08", "2024-03-08", progress=lambda _: None
+    ).ok
+    settled = evaluate_automation_conditions(defs=pipeline.defs, instance=instance)
+    # A redelivery with too few lines fails the volume gate of us-west.
+    for f in (pipeline.landing / "region=us-west" / "date=2024-03-08").glob("*.jsonl"):
+        f.unlink()
+    write_drop(pipeline.landing, "2024-03-08", "us-west", [LINE.replace("EUR", "USD")])
+    bad = materialize(
+        [raw_orders, orders],
+        partition_key="2024-03-08|us-west",
+        resources=pipeline.resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not bad.success
+    after = evaluate_automation_conditions(
+        defs=pipeline.defs, instance=instance, cursor=settled.cursor
+    )
+    assert after.get_requested_partitions(AssetKey("daily_revenue")) == set()
+
+
+def _table_rows(spark, path: str) -> list[tuple]:
+    frame = spark.read.format("delta").load(path)
+    keep = [c for c in frame.columns if c != "run_id"]
+    return sorted(tuple(r) for r in frame.select(keep).collect())
+
+
+@pytest.mark.slow
+def test_a_week_backfill_twice_is_idempotent_and_a_broken_drop_fails_alone(
+    pipeline: Pipeline, instance: DagsterInstance, spark
+) -> None:
+    start, end = dt.date(2024, 3, 4), dt.date(2024, 3, 10)
+    generate_landing(pipeline.landing, start, end, rows=25, seed=9, anomalies=True)
+    broken = pipeline.landing / "region=ap-south" / "date=2024-03-06" / "_SUCCESS"
+    broken.unlink()  # still arriving
+
+    first = run_backfill(pipeline.defs, instance, "2024-03-04", "2024-03-10", progress=print)
+    statuses = {k: o.status for k, o in first.outcomes.items()}
+    assert statuses.pop("2024-03-06|ap-south") == "not_ready"
+    assert set(statuses.values()) == {"succeeded"} and len(statuses) == 27
+    tables = ["bronze/raw_orders", "silver/orders", "silver/orders_quarantine"]
+    tables += ["gold/daily_revenue", "reference/fx_rates"]
+    snapshot = {t: _table_rows(spark, pipeline.table(t)) for t in tables}
+    gold_dates = {r[0] for r in snapshot["gold/daily_revenue"]}
+    assert dt.date(2024, 3, 6) not in gold_dates and len(gold_dates) == 6
+
+    second = run_backfill(pipeline.defs, instance, "2024-03-04", "2024-03-10", progress=print)
+    assert {k: o.status for k, o in second.outcomes.items()} == {
+        k: o.status for k, o in first.outcomes.items()
+    }
+    assert {t: _table_rows(spark, pipeline.table(t)) for t in tables} == snapshot
+
+    # The drop completes: re-running only that partition fills the gap, date included.
+    broken.touch()
+    fixed = run_backfill(
+        pipeline.defs, instance, "2024-03-06", "2024-03-06", regions=["ap-south"], progress=print
+    )
+    assert fixed.ok, fixed.outcomes
+    gold = _table_rows(spark, pipeline.table("gold/daily_revenue"))
+    assert len([r for r in gold if r[0] == dt.date(2024, 3, 6)]) == len(REGIONS)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from regional_etl.resources.spark import SparkResource
+    from regional_etl.contract import Table, schema
+    from regional_etl.io.delta import regional_predicate, replace_partitions
+    from regional_etl.partitions import DateRegion
+    import datetime as dt
+    path, region, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    spark = SparkResource(spark_config={"spark.sql.shuffle.partitions": "2"}).spark_session
+    for n in range(rounds):
+        day = (dt.date(2024, 3, 1) + dt.timedelta(days=n)).isoformat()
+        rows = [(f"line {i}", f"f{n}", i, f"run-{region}-{n}", dt.date.fromisoformat(day), region)
+                for i in range(1, 51)]
+        frame = spark.createDataFrame(rows, schema(Table.RAW_ORDERS))
+        replace_partitions(frame, path, Table.RAW_ORDERS,
+                           regional_predicate([DateRegion(day, region)]), f"run-{region}-{n}")
+    print("done", region)
+    """
+)
+
+
+@pytest.mark.slow
+def test_parallel_writers_in_separate_jvms_lose_nothing(spark, tmp_path: Path) -> None:
+    """Two run processes writing disjoint partitions of one Delta table at the same time: Delta's
+    optimistic concurrency (atomic log commits on the local file system) keeps every commit."""
+    from delta.tables import DeltaTable
+
+    from regional_etl.contract import Table
+    from regional_etl.io.delta import ensure_table
+
+    path = str(tmp_path / "bronze" / "raw_orders")
+    ensure_table(spark, path, Table.RAW_ORDERS)  # created once, before the writers start
+    rounds = 6
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, path, region, str(rounds)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for region in ("us-east", "eu-west")
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], outputs
+    table = spark.read.format("delta").load(path)
+    assert table.count() == 2 * rounds * 50
+    counts = {
+        (str(r.order_date), r.region): r["count"]
+        for r in table.groupBy("order_date", "region").count().collect()
+    }
+    assert len(counts) == 2 * rounds and set(counts.values()) == {50}
+    history = DeltaTable.forPath(spark, path).history().collect()
+    writes = [h for h in history if h["operation"] == "WRITE"]
+    assert len(writes) == 2 * rounds
+    assert {h["userMetadata"] for h in writes} == {
+        f"run-{region}-{n}" for region in ("us-east", "eu-west") for n in range(rounds)
+    }
