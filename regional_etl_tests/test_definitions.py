@@ -1,0 +1,97 @@
+"""The code location: it loads, its asset graph is what the contract promises (a snapshot, so a
+rename or a lost dependency fails here), and importing it starts no JVM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from dagster import AssetKey, Definitions, MultiPartitionsDefinition
+
+from regional_etl.definitions import defs
+from regional_etl.partitions import daily_partitions, date_region_partitions
+
+GRAPH = {
+    "fx_rates": ("daily", set()),
+    "raw_orders": ("date x region", set()),
+    "orders": ("date x region", {"raw_orders", "fx_rates"}),
+    "orders_quarantine": ("date x region", {"raw_orders"}),
+    "daily_revenue": ("daily", {"orders"}),
+}
+CHECKS = {
+    "orders": {
+        "ids_not_null",
+        "order_id_unique",
+        "volume",
+        "schema",
+        "amounts_valid",
+        "reconciliation",
+        "quarantine_ratio",
+    },
+    "daily_revenue": {"all_regions_present", "totals_match_orders"},
+}
+
+
+def test_definitions_load() -> None:
+    Definitions.validate_loadable(defs)
+    assert {j.name for j in defs.jobs or []} >= {
+        "fx_rates_job",
+        "regional_orders_job",
+        "daily_revenue_job",
+    }
+
+
+def test_asset_graph_snapshot() -> None:
+    graph = defs.resolve_asset_graph()
+    got = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        parts = node.partitions_def
+        kind = (
+            "date x region"
+            if isinstance(parts, MultiPartitionsDefinition)
+            else "daily"
+            if parts == daily_partitions
+            else repr(parts)
+        )
+        got[key.to_user_string()] = (kind, {p.to_user_string() for p in node.parent_keys})
+    assert got == GRAPH
+    assert graph.get(AssetKey("orders")).partitions_def == date_region_partitions
+    checks: dict[str, set[str]] = {}
+    for check_key in graph.asset_check_keys:
+        checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+    assert checks == CHECKS
+
+
+def test_every_asset_and_resource_is_described() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, f"{key.to_user_string()} has no description"
+    for name, resource in (defs.resources or {}).items():
+        assert type(resource).__doc__, f"resource {name} has no docstring"
+
+
+def test_importing_the_code_location_starts_no_jvm() -> None:
+    probe = textwrap.dedent(
+        """
+        import os
+        import regional_etl.definitions
+        from pyspark import SparkContext
+        children = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    stat = open(f"/proc/{pid}/stat").read().split()
+                    cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                except OSError:
+                    continue
+                if int(stat[3]) == os.getpid() and b"java" in cmd:
+                    children.append(pid)
+        print(SparkContext._active_spark_context is None, children == [])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "True"], out.stderr
