@@ -276,3 +276,24 @@ def test_parallel_writers_in_separate_jvms_lose_nothing(spark, tmp_path: Path) -
     assert {h["userMetadata"] for h in writes} == {
         f"run-{region}-{n}" for region in ("us-east", "eu-west") for n in range(rounds)
     }
+
+
+def test_landing_sensor_skips_drops_already_ingested_after_their_marker(
+    pipeline: Pipeline, instance: DagsterInstance
+) -> None:
+    write_drop(pipeline.landing, "2024-03-08", "eu-west", [LINE])
+    ingested = materialize(
+        [raw_orders],
+        partition_key="2024-03-08|eu-west",
+        resources=pipeline.resources,
+        instance=instance,
+    )
+    assert ingested.success
+    # A sensor starting on an instance where a backfill already ran does not redo it.
+    first = tick(instance, pipeline.landing, None)
+    assert requested(first) == []
+    # A redelivery after that ingestion is new again.
+    time.sleep(0.01)
+    write_drop(pipeline.landing, "2024-03-08", "eu-west", [LINE], file_name="late.jsonl")
+    later = tick(instance, pipeline.landing, first.cursor)
+    assert ("regional_orders_job", "2024-03-08|eu-west") in requested(later)

@@ -6,6 +6,7 @@ import json
 
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
@@ -54,6 +55,17 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
 
     fresh.sort(key=lambda d: (d.success_mtime_ns, d.partition))
     batch = fresh[:MAX_REQUESTS_PER_TICK]
+    # A drop ingested after its marker was last touched (by a backfill, the schedule or a click
+    # in the UI) is not new: a sensor starting on an existing instance must not redo history.
+    done = [d for d in batch if _ingested_after(context, d)]
+    for drop in done:
+        seen[str(drop.partition)] = drop.success_mtime_ns
+    batch = [d for d in batch if d not in done]
+    if not batch:
+        return SensorResult(
+            skip_reason=f"{len(done)} drops were already ingested after their _SUCCESS",
+            cursor=json.dumps(seen, sort_keys=True),
+        )
     have_fx = context.instance.get_materialized_partitions(AssetKey("fx_rates"))
     requests: list[RunRequest] = []
     for date in sorted({d.partition.order_date for d in batch} - have_fx):
@@ -75,6 +87,16 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
     if len(fresh) > len(batch):
         context.log.info(f"{len(fresh) - len(batch)} more drops wait for the next tick")
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def _ingested_after(context: SensorEvaluationContext, drop: Drop) -> bool:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=AssetKey("raw_orders"), asset_partitions=[str(drop.partition)]
+        ),
+        limit=1,
+    ).records
+    return bool(records) and records[0].timestamp * 1e9 > drop.success_mtime_ns
 
 
 automation_sensor = AutomationConditionSensorDefinition(
