@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from dagster import (
     AssetKey,
+    AssetMaterialization,
     DagsterInstance,
     RunRequest,
     SensorResult,
@@ -63,11 +64,13 @@ def test_landing_sensor_new_redelivered_out_of_order_and_incomplete_drops(
 
     write_drop(landing, "2024-03-08", "eu-west", [LINE])
     write_drop(landing, "2024-03-08", "us-east", [LINE], success=False)  # not complete yet
-    first = tick(instance, landing, None)
-    assert requested(first) == [
-        ("fx_rates_job", "2024-03-08"),
-        ("regional_orders_job", "2024-03-08|eu-west"),
-    ]
+    # A date without FX rates gets its FX run first; its drops wait for the rates.
+    waiting = tick(instance, landing, None)
+    assert requested(waiting) == [("fx_rates_job", "2024-03-08")]
+    for date in ("2024-03-08", "2024-02-10"):
+        instance.report_runless_asset_event(AssetMaterialization("fx_rates", partition=date))
+    first = tick(instance, landing, waiting.cursor)
+    assert requested(first) == [("regional_orders_job", "2024-03-08|eu-west")]
 
     # A restarted sensor resumes from its cursor: nothing new, nothing twice.
     again = tick(instance, landing, first.cursor)
@@ -84,11 +87,7 @@ def test_landing_sensor_new_redelivered_out_of_order_and_incomplete_drops(
     write_drop(landing, "2024-03-08", "us-east", [LINE.replace("EUR", "USD")])
     write_drop(landing, "2024-03-08", "eu-west", [LINE], file_name="part-00001.jsonl")
     redelivered = tick(instance, landing, late.cursor)
-    got = {
-        r.partition_key: r.run_key
-        for r in redelivered.run_requests or []
-        if r.job_name == "regional_orders_job"
-    }
+    got = {r.partition_key: r.run_key for r in redelivered.run_requests or []}
     assert set(got) == {"2024-03-08|us-east", "2024-03-08|eu-west"}
     first_keys = {r.partition_key: r.run_key for r in first.run_requests or []}
     assert got["2024-03-08|eu-west"] != first_keys["2024-03-08|eu-west"]

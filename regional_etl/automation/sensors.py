@@ -35,8 +35,8 @@ def _load_cursor(raw: str | None) -> dict[str, int]:
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Launches the regional run of every landing drop whose _SUCCESS marker is new or "
-    "newer than last seen (weeks-old and out-of-order dates included), and the FX run of dates "
-    "that have no rates yet. Drops without _SUCCESS wait.",
+    "newer than last seen (weeks-old and out-of-order dates included). A date without FX rates "
+    "gets its FX run first and its drops on a later tick. Drops without _SUCCESS wait.",
 )
 def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
     # The cursor maps partition key -> the _SUCCESS mtime (ns) last launched: it survives
@@ -73,7 +73,13 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
         requests.append(
             RunRequest(run_key=f"fx_rates:{date}", job_name=fx_rates_job.name, partition_key=date)
         )
+    waiting = 0
     for drop in batch:
+        if drop.partition.order_date not in have_fx:
+            # Launch the region once its date has rates; the cursor stays put so a later tick
+            # picks it up, instead of racing the FX run and relying on step retries.
+            waiting += 1
+            continue
         key = str(drop.partition)
         requests.append(
             RunRequest(
@@ -84,6 +90,8 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
             )
         )
         seen[key] = drop.success_mtime_ns
+    if waiting:
+        context.log.info(f"{waiting} drops wait for the FX rates of their date")
     if len(fresh) > len(batch):
         context.log.info(f"{len(fresh) - len(batch)} more drops wait for the next tick")
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

@@ -1,0 +1,216 @@
+"""Helpers for the end-to-end test: a real `dagster dev` in its own process group, reached only
+over HTTP (GraphQL) on 127.0.0.1, and stopped as a whole group whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+HOST = "127.0.0.1"
+DAGSTER_BIN = Path(sys.executable).with_name("dagster")
+
+
+class E2EError(AssertionError):
+    """A bounded wait ran out, the product died, or GraphQL answered with errors."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def isolated_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The test process's environment without any project or Dagster setting, plus `extra`: a
+    developer's REGIONAL_ETL_FX_URL, fault injection or DAGSTER_HOME must not leak in."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REGIONAL_ETL_", "DAGSTER_", "PYSPARK_", "SPARK_"))
+    }
+    # The virtualenv's console scripts first, so run workers find the same interpreter.
+    env["PATH"] = f"{DAGSTER_BIN.parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    interval: float = 2.0,
+    alive: Callable[[], None] | None = None,
+) -> T:
+    """Call `probe` until it returns something other than None; E2EError after `timeout` s.
+
+    `alive` is called each round and raises if the product died (no point waiting then).
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        if alive is not None:
+            alive()
+        try:
+            value = probe()
+        except (OSError, E2EError, ValueError) as exc:  # not up yet, or a transient answer
+            value, last_error = None, exc
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise E2EError(f"timed out after {timeout:.0f}s waiting for {what}: {last_error!r}")
+        time.sleep(interval)
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> start time of every live descendant of `root` (from /proc), to kill stragglers
+    that left the process group, and only those (a pid is matched with its start time)."""
+    parents: dict[int, int] = {}
+    starts: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        starts[int(entry)] = fields[19]
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found[child] = starts[child]
+                frontier.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+@dataclass
+class DagsterDev:
+    """One `dagster dev` process group and its GraphQL endpoint."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def log_tail(self, lines: int = 150) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError as exc:
+            return f"<no log: {exc}>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise E2EError(f"dagster dev exited with {code}; log tail:\n{self.log_tail()}")
+
+    def graphql(
+        self, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
+        """POST one query to /graphql; its `data`, or E2EError with the GraphQL errors."""
+        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+        if answer.get("errors"):
+            raise E2EError(f"GraphQL errors: {json.dumps(answer['errors'])[:2000]}")
+        return answer["data"]
+
+    def server_info(self) -> dict[str, Any] | None:
+        with urllib.request.urlopen(f"{self.url}/server_info", timeout=10) as response:
+            return json.loads(response.read()) if response.status == 200 else None
+
+    def stop(self, grace: float = 60.0) -> list[int]:
+        """SIGTERM the whole group, wait, then SIGKILL it; also kill descendants that left the
+        group. Returns the pids that survived SIGTERM (for the report), after killing them."""
+        stragglers = _descendants(self.proc.pid)
+        try:
+            pgid = os.getpgid(self.proc.pid)
+        except ProcessLookupError:
+            pgid = self.proc.pid  # the leader is gone; its group id is its pid
+        _signal_group(pgid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        # Give the rest of the group (run workers, JVMs) the same grace to wind down.
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(
+            _start_time(pid) == start for pid, start in stragglers.items()
+        ):
+            time.sleep(0.5)
+        survivors = [pid for pid, start in stragglers.items() if _start_time(pid) == start]
+        _signal_group(pgid, signal.SIGKILL)
+        for pid in survivors:
+            if _start_time(pid) == stragglers[pid]:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=30)
+        return survivors
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+@contextmanager
+def dagster_dev(
+    module: str, cwd: Path, env: Mapping[str, str], log: Path, startup_timeout: float = 180
+) -> Iterator[DagsterDev]:
+    """`dagster dev -m <module> -h 127.0.0.1 -p <free port>` in cwd, its own session, until the
+    webserver answers /server_info; always stopped as a whole process group on exit."""
+    port = free_port()
+    argv = [str(DAGSTER_BIN), "dev", "-m", module, "-h", HOST, "-p", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    dev = DagsterDev(proc, port, log)
+    try:
+        wait_for("the webserver's /server_info", dev.server_info, startup_timeout, 2.0,
+                 dev.check_alive)  # fmt: skip
+        yield dev
+    finally:
+        survivors = dev.stop()
+        if survivors:
+            print(f"dagster dev: pids {survivors} outlived SIGTERM and were killed")
