@@ -102,7 +102,7 @@ def orders(
     if missing_fx:
         raise Failure(
             description=f"no fx_rates for {', '.join(missing_fx)}: materialize fx_rates first "
-            "(retrying: the landing sensor launches it alongside new drops)",
+            "(retried: an fx_rates run may still be writing them)",
             allow_retries=True,
         )
 
