@@ -1,0 +1,208 @@
+"""What every benchmark shares: sizes, the isolated environment, and running a measured worker.
+
+Each measured workload runs in a fresh Python process (and therefore a fresh JVM), started by
+the entry command: that is what a user pays, start-up included, and it lets the entry command
+sample the whole process tree's memory from /proc without touching the workload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.procmon import MemoryPeaks, TreeSampler
+
+PROJECT = Path(__file__).resolve().parent.parent
+RESULT_PREFIX = "BENCH_RESULT "
+# The pipeline's volume gate needs a floor below the rows a partition publishes, and the
+# generator's anomalies quarantine ~14% of the lines (a WARN gate, but keep it green).
+MAX_QUARANTINE_RATIO = 0.3
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything the quick and full modes differ in."""
+
+    name: str
+    start: str  # first date of the backfill
+    days: int
+    rows: int  # landing lines per (date, region) partition
+    files_per_drop: int
+    per_partition_dates: int  # dates sampled for (a): each is 1 fx + regional + 1 gold runs
+    per_partition_regions: int  # regional runs sampled per date for (a)
+    backfill_rounds: int  # (b), (c), (c') run in turn this many times; the best run counts
+    gate_rows: int
+    gate_files: int
+    gate_repeats: int
+    scale_factors: tuple[int, ...]
+    load_repeats: int
+
+    @property
+    def min_rows(self) -> int:
+        # Half the lines: comfortably below the ~85% that survive validation and dedup.
+        return max(1, self.rows // 2)
+
+
+FULL = Sizes(
+    name="full",
+    start="2024-03-01",
+    days=30,
+    rows=25_000,
+    files_per_drop=2,
+    per_partition_dates=1,
+    per_partition_regions=4,
+    backfill_rounds=2,
+    gate_rows=1_000_000,
+    gate_files=4,
+    gate_repeats=4,
+    scale_factors=(1, 2, 4),
+    load_repeats=3,
+)
+QUICK = Sizes(
+    name="quick",
+    start="2024-03-01",
+    days=2,
+    rows=300,
+    files_per_drop=2,
+    per_partition_dates=1,
+    per_partition_regions=1,
+    backfill_rounds=1,
+    gate_rows=20_000,
+    gate_files=2,
+    gate_repeats=2,
+    scale_factors=(1, 2),
+    load_repeats=1,
+)
+
+
+def dagster_home(path: Path) -> Path:
+    """A throwaway DAGSTER_HOME: SQLite storage inside it, no telemetry, nothing shared."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").write_text(
+        "storage:\n"
+        "  sqlite:\n"
+        f"    base_dir: {path / 'storage'}\n"
+        "local_artifact_storage:\n"
+        "  module: dagster._core.storage.root\n"
+        "  class: LocalArtifactStorage\n"
+        "  config:\n"
+        f"    base_dir: {path}\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
+    return path
+
+
+def pipeline_env(
+    home: Path, landing: Path, warehouse: Path, fx_url: str, min_rows: int
+) -> dict[str, str]:
+    """Environment of a run process: the code location's own variables, nothing hard-coded."""
+    env = dict(os.environ)
+    # The developer's shell must not change what is measured.
+    for key in list(env):
+        if key.startswith(("REGIONAL_ETL_", "SPARK_", "PYSPARK_")) or key == "DAGSTER_HOME":
+            del env[key]
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "REGIONAL_ETL_LANDING": str(landing),
+            "REGIONAL_ETL_WAREHOUSE": str(warehouse),
+            "REGIONAL_ETL_FX_URL": fx_url,
+            "REGIONAL_ETL_BREAKER_STORAGE": f"sqlite:///{home / 'breaker.sqlite'}",
+            "REGIONAL_ETL_GATE_MIN_ROWS": str(min_rows),
+            "REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO": str(MAX_QUARANTINE_RATIO),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    # The jars cache is found relative to the installed package; keep an explicit override.
+    if os.environ.get("REGIONAL_ETL_JARS_DIR"):
+        env["REGIONAL_ETL_JARS_DIR"] = os.environ["REGIONAL_ETL_JARS_DIR"]
+    return env
+
+
+@dataclass
+class Measured:
+    """One measured process: wall time from spawn to exit, its memory peaks, its output."""
+
+    wall_s: float
+    returncode: int
+    memory: MemoryPeaks
+    result: dict[str, Any]
+    log: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "returncode": self.returncode,
+            "memory": self.memory.to_json(),
+            "result": self.result,
+            "log": str(self.log),
+        }
+
+
+def run_measured(
+    argv: list[str], env: dict[str, str], log: Path, cwd: Path, timeout: float = 7200
+) -> Measured:
+    """Run one process to completion, sampling its tree's RSS; its stdout/stderr go to `log`.
+
+    A worker reports its own numbers on a last `BENCH_RESULT {json}` line of stdout.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        with TreeSampler(proc.pid) as sampler:
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                returncode = proc.wait()
+        wall = time.perf_counter() - started
+    result: dict[str, Any] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+    return Measured(wall, returncode, sampler.peaks, result, log)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv for `python -m module args` with this interpreter (the project's virtualenv)."""
+    return [sys.executable, "-m", module, *args]
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A worker's last word: its numbers, on one line the entry command looks for."""
+    print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
+
+
+def landing_lines(landing: Path) -> int:
+    """Lines under a landing root as the contract counts them (what bronze must hold)."""
+    total = 0
+    for path in landing.rglob("*.jsonl"):
+        data = path.read_bytes()
+        if data:
+            total += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    return total
+
+
+def delta_files(table: Path) -> dict[str, float | int]:
+    """Data files of a Delta table folder and their average size: the small-files signal.
+
+    Counts every parquet file on disk (the benchmark's tables are written once, so nothing is
+    unreferenced yet), and the partition folders that hold them.
+    """
+    files = [p for p in table.rglob("*.parquet") if "_delta_log" not in p.parts]
+    folders = {p.parent for p in files}
+    size = sum(p.stat().st_size for p in files)
+    return {
+        "files": len(files),
+        "partitions": len(folders),
+        "files_per_partition": round(len(files) / len(folders), 2) if folders else 0,
+        "avg_file_kib": round(size / len(files) / 1024, 1) if files else 0,
+    }

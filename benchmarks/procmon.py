@@ -1,0 +1,208 @@
+"""Process-tree memory sampling from /proc (Linux only, no psutil).
+
+A PySpark driver is a Python process whose JVM is a child (spark-submit execs java), and whose
+Python workers (`pyspark.daemon`) are children of the JVM. Sampling the whole tree of the process
+we started therefore sees the Python side, the JVM and any Python workers, and tells them apart
+by their command line.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _ppid_map() -> dict[int, int]:
+    """pid -> parent pid of every process visible in /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # exited between the listing and the read
+        # The command name (field 2) may contain spaces and parentheses: split after its ")".
+        fields = stat[stat.rfind(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (children, grandchildren, ...), not `pid` itself."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _ppid_map().items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    stack = list(children.get(pid, []))
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    # Fields 14 and 15 of stat (utime, stime), counted from "state", which is field 3.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of one process in KiB (0 if it is gone)."""
+    try:
+        # statm's second field is resident pages; cheaper to parse than status.
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def kind(pid: int) -> str:
+    """'java', 'python_worker' (a PySpark worker or its daemon) or 'other'."""
+    args = cmdline(pid)
+    if not args:
+        return "other"
+    if os.path.basename(args[0]) == "java":
+        return "java"
+    if any("pyspark.daemon" in a or "pyspark.worker" in a for a in args):
+        return "python_worker"
+    return "other"
+
+
+def java_descendants(pid: int) -> list[int]:
+    return [p for p in descendants(pid) if kind(p) == "java"]
+
+
+@dataclass
+class MemoryPeaks:
+    """Peaks over the sampling window, in MiB; the total is the peak of the per-sample sum.
+
+    Also the CPU time of the whole tree (user + system, every process ever seen in it, as last
+    sampled): on a shared machine it moves far less with other people's load than wall time.
+    """
+
+    main_mib: float = 0.0
+    jvm_mib: float = 0.0
+    python_workers_mib: float = 0.0
+    other_mib: float = 0.0
+    total_mib: float = 0.0
+    jvms_seen: int = 0
+    python_workers_seen: int = 0
+    cpu_s: float = 0.0
+    samples: int = 0
+    _cpu_by_pid: dict[int, float] = field(default_factory=dict, repr=False)
+    _jvm_pids: set[int] = field(default_factory=set, repr=False)
+    _worker_pids: set[int] = field(default_factory=set, repr=False)
+
+    def to_json(self) -> dict[str, float | int]:
+        data = asdict(self)
+        for private in ("_cpu_by_pid", "_jvm_pids", "_worker_pids"):
+            data.pop(private)
+        return {k: round(v, 1) if isinstance(v, float) else v for k, v in data.items()}
+
+
+class TreeSampler:
+    """Samples the RSS of a process tree on a background thread until stopped.
+
+    `with TreeSampler(pid) as sampler: ...; sampler.peaks` — the interval is short enough to catch
+    a JVM that lives only a few seconds, and long enough not to steal a core from the benchmark.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peaks = MemoryPeaks()
+        self._kinds: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"rss-{pid}", daemon=True)
+
+    def _kind(self, pid: int) -> str:
+        # A pid's command line does not change after exec; cache it once it is known.
+        known = self._kinds.get(pid)
+        if known is None or known == "other":
+            known = kind(pid)
+            self._kinds[pid] = known
+        return known
+
+    def sample(self) -> None:
+        p = self.peaks
+        main = rss_kib(self.pid) / 1024
+        by_kind = {"java": 0.0, "python_worker": 0.0, "other": 0.0}
+        tree = descendants(self.pid)
+        for pid in [self.pid, *tree]:
+            used = cpu_seconds(pid)
+            if used:
+                p._cpu_by_pid[pid] = max(p._cpu_by_pid.get(pid, 0.0), used)
+        p.cpu_s = sum(p._cpu_by_pid.values())
+        for child in tree:
+            k = self._kind(child)
+            by_kind[k] += rss_kib(child) / 1024
+            if k == "java":
+                p._jvm_pids.add(child)
+            elif k == "python_worker":
+                p._worker_pids.add(child)
+        p.main_mib = max(p.main_mib, main)
+        p.jvm_mib = max(p.jvm_mib, by_kind["java"])
+        p.python_workers_mib = max(p.python_workers_mib, by_kind["python_worker"])
+        p.other_mib = max(p.other_mib, by_kind["other"])
+        p.total_mib = max(p.total_mib, main + sum(by_kind.values()))
+        p.jvms_seen = len(p._jvm_pids)
+        p.python_workers_seen = len(p._worker_pids)
+        p.samples += 1
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def machine() -> dict[str, object]:
+    """nproc, memory and CPU model of this machine, for the results table."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "cpu_model": model,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
