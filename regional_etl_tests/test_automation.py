@@ -291,7 +291,8 @@ def test_landing_sensor_skips_drops_already_ingested_after_their_marker(
     # A sensor starting on an instance where a backfill already ran does not redo it.
     first = tick(instance, pipeline.landing, None)
     assert requested(first) == []
-    # A redelivery after that ingestion is new again.
+    # A redelivery after that ingestion is new again (its date has rates by now).
+    instance.report_runless_asset_event(AssetMaterialization("fx_rates", partition="2024-03-08"))
     time.sleep(0.01)
     write_drop(pipeline.landing, "2024-03-08", "eu-west", [LINE], file_name="late.jsonl")
     later = tick(instance, pipeline.landing, first.cursor)
