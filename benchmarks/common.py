@@ -135,10 +135,13 @@ class Measured:
     memory: MemoryPeaks
     result: dict[str, Any]
     log: Path
+    # Seconds its children (the JVM) lived on after it exited; not part of wall_s.
+    lingered_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "wall_s": round(self.wall_s, 3),
+            "lingered_s": self.lingered_s,
             "returncode": self.returncode,
             "memory": self.memory.to_json(),
             "result": self.result,
@@ -150,6 +153,9 @@ def run_measured(
     argv: list[str], env: dict[str, str], log: Path, cwd: Path, timeout: float = 7200
 ) -> Measured:
     """Run one process to completion, sampling its tree's RSS; its stdout/stderr go to `log`.
+
+    Returns when its whole tree is gone, so that a JVM still shutting down does not slow the next
+    measurement; the wall time stops when the process itself exits (when the user gets control).
 
     A worker reports its own numbers on a last `BENCH_RESULT {json}` line of stdout.
     """
@@ -163,12 +169,13 @@ def run_measured(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 returncode = proc.wait()
-        wall = time.perf_counter() - started
+            wall = time.perf_counter() - started
+            lingered = sampler.wait_for_tree()
     result: dict[str, Any] = {}
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX) :])
-    return Measured(wall, returncode, sampler.peaks, result, log)
+    return Measured(wall, returncode, sampler.peaks, result, log, round(lingered, 2))
 
 
 def python_module(module: str, *args: str) -> list[str]:

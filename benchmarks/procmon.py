@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def _ppid_map() -> dict[int, int]:
         fields = stat[stat.rfind(")") + 2 :].split()
         parents[int(entry.name)] = int(fields[1])
     return parents
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
 
 
 def descendants(pid: int) -> list[int]:
@@ -131,6 +136,9 @@ class TreeSampler:
         self.interval = interval
         self.peaks = MemoryPeaks()
         self._kinds: dict[int, str] = {}
+        # Every descendant ever seen: a JVM outlives its Python parent by a few seconds (shutdown
+        # hooks delete Spark's temp files), reparented away from our tree but still our cost.
+        self._seen: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"rss-{pid}", daemon=True)
 
@@ -146,7 +154,8 @@ class TreeSampler:
         p = self.peaks
         main = rss_kib(self.pid) / 1024
         by_kind = {"java": 0.0, "python_worker": 0.0, "other": 0.0}
-        tree = descendants(self.pid)
+        tree = set(descendants(self.pid)) | {pid for pid in self._seen if _alive(pid)}
+        self._seen |= tree
         for pid in [self.pid, *tree]:
             used = cpu_seconds(pid)
             if used:
@@ -172,6 +181,17 @@ class TreeSampler:
         while not self._stop.is_set():
             self.sample()
             self._stop.wait(self.interval)
+
+    def wait_for_tree(self, timeout: float = 60.0) -> float:
+        """After the root process exited: wait (sampling) until its descendants are gone too,
+        so the next measurement does not share the machine with them. Returns seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            seen = set(self._seen)  # a C-level copy: the sampling thread adds to it
+            if not any(_alive(pid) for pid in seen):
+                break
+            time.sleep(0.2)
+        return time.monotonic() - started
 
     def __enter__(self) -> TreeSampler:
         self._thread.start()
