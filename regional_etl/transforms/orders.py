@@ -104,9 +104,14 @@ def classify(bronze: DataFrame) -> DataFrame:
         reason.alias("reason"),
     )
     # Among valid lines, the same order_id in one (date, region) keeps the latest order_ts;
-    # on a tie the last delivered (file name, then line number). Invalid lines do not compete.
-    latest_first = Window.partitionBy("order_date", "region", "order_id", "reason").orderBy(
-        F.col("order_ts").desc(), F.col("source_file").desc(), F.col("line_number").desc()
+    # on a tie the last delivered (file name, then line number). Invalid lines do not compete:
+    # they sort after the valid ones. The window is on (date, region, order_id) only, so the
+    # lines leave it partitioned the way `gate_stats` groups them (no second shuffle).
+    latest_first = Window.partitionBy("order_date", "region", "order_id").orderBy(
+        F.col("reason").isNull().desc(),
+        F.col("order_ts").desc(),
+        F.col("source_file").desc(),
+        F.col("line_number").desc(),
     )
     rank = F.when(F.col("reason").isNull(), F.row_number().over(latest_first))
     return checked.withColumn(
