@@ -128,6 +128,7 @@ def mirrored_region(
             Table.ORDERS,
             predicate,
             run_id,
+            one_file_per_partition=True,
         )
         replace_partitions(
             quarantine_rows(converted, run_id),
@@ -135,6 +136,7 @@ def mirrored_region(
             Table.ORDERS_QUARANTINE,
             predicate,
             run_id,
+            one_file_per_partition=True,
         )
     finally:
         converted.unpersist()

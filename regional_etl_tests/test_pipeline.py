@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from dagster import DagsterInstance, materialize
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from regional_etl.assets.bronze import raw_orders
 from regional_etl.assets.reference import fx_rates
@@ -98,6 +99,19 @@ def test_full_materialization_matches_the_contract(
             assert day_rev[0]["revenue_usd"] == sum(
                 (o[5] for o in want.orders.values()), Decimal(0)
             )
+    # Silver is written one file per (date, region), not one per Spark task: no small files.
+    for name in ("silver/orders", "silver/orders_quarantine"):
+        files = (
+            spark.read.format("delta")
+            .load(landed.table(name))
+            .select("order_date", "region", F.col("_metadata.file_path").alias("file"))
+            .distinct()
+            .groupBy("order_date", "region")
+            .count()
+            .collect()
+        )
+        assert len(files) == len(DATES) * len(REGIONS)
+        assert {r["count"] for r in files} == {1}, (name, files)
     # Each commit says which run wrote it.
     history = DeltaTable.forPath(spark, landed.table("silver/orders")).history().collect()
     run_ids = {r.run_id for r in instance.get_runs()}

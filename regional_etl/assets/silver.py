@@ -122,12 +122,15 @@ def orders(
         for p in published:
             keep = keep | ((F.col("order_date") == p.order_date) & (F.col("region") == p.region))
         # The replaced range covers every partition of the run: blocked ones become empty.
+        # The dedup window spread each partition's rows over every task: regroup them, or each
+        # (date, region) folder gets one small file per task.
         written = replace_partitions(
             out.where(keep),
             warehouse.table(Table.ORDERS),
             Table.ORDERS,
             regional_predicate(partitions),
             context.run_id,
+            one_file_per_partition=True,
         )
         quarantined = replace_partitions(
             quarantine_rows(converted, context.run_id),
@@ -135,6 +138,7 @@ def orders(
             Table.ORDERS_QUARANTINE,
             regional_predicate(partitions),
             context.run_id,
+            one_file_per_partition=True,
         )
     finally:
         converted.unpersist()
