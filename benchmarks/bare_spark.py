@@ -155,8 +155,8 @@ def optimized_region(
 
     - the landing lines are read once, cached, and both bronze and silver are computed from the
       cache (the mirrored path writes bronze, then reads the same partitions back from Delta);
-    - every write is clustered by its partition columns first, so each (date, region) folder
-      gets one file instead of one per task;
+    - the bronze write is clustered by its partition columns too (the package clusters only the
+      silver writes), so each (date, region) folder gets one file instead of one per task;
     - the landing files are counted once (the assets count them in bronze and again in silver).
     """
     from pyspark import StorageLevel
@@ -268,12 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-conf", default="{}", help="JSON of extra Spark settings")
     args = parser.parse_args(argv)
 
-    from pyspark.sql import SparkSession
-
     from benchmarks.common import emit
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
-    from regional_etl.resources.spark import spark_conf
+    from regional_etl.resources.spark import start_session
 
     dates = date_range(args.start, args.end)
     landing = str(Path(args.landing).resolve())
@@ -289,11 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         phases[name] = round(now - mark, 3)
         mark = now
 
-    builder = SparkSession.builder
-    # The package's configuration, exactly as SparkResource() builds it for a local run.
-    for key, value in spark_conf("local[*]", "2g", json.loads(args.spark_conf)).items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    # The package's session, exactly as SparkResource() starts it for a local run.
+    spark = start_session("local[*]", "2g", json.loads(args.spark_conf))
     lap("spark_start")
     write_fx(spark, warehouse, dates, run_id, sql=args.optimized)
     lap("fx_rates")

@@ -140,21 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pyspark import StorageLevel
-    from pyspark.sql import SparkSession
 
     from benchmarks.bare_spark import fx_rows
     from benchmarks.common import emit
     from regional_etl.contract import Table, schema
     from regional_etl.io.landing import read_drops, ready_drop
     from regional_etl.partitions import DateRegion
-    from regional_etl.resources.spark import spark_conf
+    from regional_etl.resources.spark import start_session
     from regional_etl.transforms.gates import gate_stats
     from regional_etl.transforms.orders import classify, convert
 
-    builder = SparkSession.builder
-    for key, value in spark_conf("local[*]", "2g", {}).items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    spark = start_session("local[*]", "2g", {})
 
     partition = DateRegion(args.date, args.region)
     fx = spark.createDataFrame(fx_rows([args.date]), schema(Table.FX_RATES)).cache()

@@ -103,18 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default="eu-west")
     args = parser.parse_args(argv)
 
-    from pyspark.sql import SparkSession
-
     from benchmarks.bare_spark import write_fx
     from benchmarks.common import emit
     from regional_etl.backfill import date_range
-    from regional_etl.resources.spark import spark_conf
+    from regional_etl.resources.spark import start_session
 
     started = time.perf_counter()
-    builder = SparkSession.builder
-    for key, value in spark_conf("local[*]", "2g", {}).items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    spark = start_session("local[*]", "2g", {})
     spark_start = time.perf_counter() - started
     dates = date_range(args.start, args.end)
     landing = str(Path(args.landing).resolve())

