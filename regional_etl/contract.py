@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyspark is imported lazily so that importing the contract stays cheap
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import DecimalType, StructType
 
 REGION_CURRENCY: dict[str, str] = {
     "us-east": "USD",
@@ -145,19 +145,19 @@ FX_PRECISION, FX_SCALE = 20, 10
 USD_PRECISION, USD_SCALE = 18, 2
 
 
-def AMOUNT_TYPE():
+def _decimal(precision: int, scale: int) -> DecimalType:
     from pyspark.sql.types import DecimalType
 
-    return DecimalType(AMOUNT_PRECISION, AMOUNT_SCALE)
+    return DecimalType(precision, scale)
 
 
-def FX_RATE_TYPE():
-    from pyspark.sql.types import DecimalType
-
-    return DecimalType(FX_PRECISION, FX_SCALE)
+def AMOUNT_TYPE() -> DecimalType:
+    return _decimal(AMOUNT_PRECISION, AMOUNT_SCALE)
 
 
-def USD_TYPE():
-    from pyspark.sql.types import DecimalType
+def FX_RATE_TYPE() -> DecimalType:
+    return _decimal(FX_PRECISION, FX_SCALE)
 
-    return DecimalType(USD_PRECISION, USD_SCALE)
+
+def USD_TYPE() -> DecimalType:
+    return _decimal(USD_PRECISION, USD_SCALE)

@@ -30,11 +30,34 @@ def spark() -> Iterator[Any]:
     session.stop()
 
 
+# FX client settings for tests: real retries and backoff, in milliseconds instead of seconds.
+FAST_FX_CLIENT: dict[str, Any] = {
+    "timeout_seconds": 2.0,
+    "max_attempts": 3,
+    "backoff_base_seconds": 0.01,
+    "backoff_max_seconds": 0.05,
+}
+
+
 @pytest.fixture(scope="session")
 def pipeline_fx_server() -> Iterator[FXServer]:
+    """One fault-free FX server for the pipeline tests."""
     # Explicit empty faults: REGIONAL_ETL_FX_FAULT_* in the developer's shell must not leak in.
     with FXServer(faults=FaultConfig()) as server:
         yield server
+
+
+@pytest.fixture
+def fx_server() -> Iterator[FXServer]:
+    """A server for this test only, so the faults a test injects never reach another test."""
+    with FXServer(faults=FaultConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+def breaker_url(tmp_path: Path) -> str:
+    """A circuit-breaker state file of this test's own."""
+    return f"sqlite:///{tmp_path / 'fx_circuit_breaker.sqlite'}"
 
 
 @dataclass

@@ -17,8 +17,9 @@ import pytest
 from currency_converter.currency_converter import CURRENCY_FILE
 from dagster import build_init_resource_context
 
-from regional_etl.fx.server import FaultConfig, FXServer
+from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
+from regional_etl_tests.conftest import FAST_FX_CLIENT
 
 EcbRows = dict[dt.date, dict[str, str]]
 
@@ -71,20 +72,8 @@ def ecb_rows() -> EcbRows:
 
 
 @pytest.fixture
-def fx_server() -> Iterator[FXServer]:
-    # Explicit empty faults: REGIONAL_ETL_FX_FAULT_* in the developer's shell must not leak in.
-    with FXServer(faults=FaultConfig()) as server:
-        yield server
-
-
-@pytest.fixture
 def fx_control(fx_server: FXServer) -> ServerControl:
     return ServerControl(fx_server.url)
-
-
-@pytest.fixture
-def breaker_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'fx_circuit_breaker.sqlite'}"
 
 
 MakeResource = Callable[..., FXRatesResource]
@@ -99,10 +88,7 @@ def make_resource(fx_server: FXServer, breaker_url: str) -> Iterator[MakeResourc
         config: dict[str, Any] = {
             "base_url": fx_server.url,
             "breaker_storage_url": breaker_url,
-            "timeout_seconds": 2.0,
-            "max_attempts": 3,
-            "backoff_base_seconds": 0.01,
-            "backoff_max_seconds": 0.05,
+            **FAST_FX_CLIENT,
             "breaker_fail_max": 5,
             "breaker_reset_timeout_seconds": 60.0,
         }

@@ -1,6 +1,6 @@
-"""Fixtures for the resilience tests: an FX server of their own per test (faults never leak into
-the shared one), fast FX resources on a per-test breaker file, run-log helpers, and a real local
-webhook receiver for alerts."""
+"""Fixtures for the resilience tests: fast FX resources on the test's own FX server and breaker
+file (both from the root conftest), run-log helpers, and a real local webhook receiver for
+alerts."""
 
 from __future__ import annotations
 
@@ -15,26 +15,14 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType, DagsterInstance, EventLogEntry
 
-from regional_etl.fx.server import FaultConfig, FXServer
+from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
-from regional_etl_tests.conftest import TEST_SPARK_CONF
+from regional_etl_tests.conftest import FAST_FX_CLIENT, TEST_SPARK_CONF
 
 # A Friday: one FX request per run (a weekend date also asks for the latest business day).
 DATE = "2024-03-15"
-
-
-@pytest.fixture
-def fx_server() -> Iterator[FXServer]:
-    """A server for this test only; explicit empty faults, whatever the shell's environment says."""
-    with FXServer(faults=FaultConfig()) as server:
-        yield server
-
-
-@pytest.fixture
-def breaker_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'fx_circuit_breaker.sqlite'}"
 
 
 MakeResources = Callable[..., dict[str, Any]]
@@ -49,10 +37,7 @@ def make_resources(tmp_path: Path, fx_server: FXServer, breaker_url: str) -> Mak
         fx_config: dict[str, Any] = {
             "base_url": fx_server.url,
             "breaker_storage_url": breaker_url,
-            "timeout_seconds": 2.0,
-            "max_attempts": 3,
-            "backoff_base_seconds": 0.01,
-            "backoff_max_seconds": 0.05,
+            **FAST_FX_CLIENT,
         }
         return {
             "spark": SparkResource(spark_config=TEST_SPARK_CONF),
