@@ -62,7 +62,7 @@ FULL = Sizes(
     gate_files=4,
     gate_repeats=4,
     scale_factors=(1, 2, 4),
-    load_repeats=3,
+    load_repeats=5,
 )
 QUICK = Sizes(
     name="quick",
