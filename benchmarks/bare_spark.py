@@ -80,6 +80,17 @@ def write_fx(spark: SparkSession, warehouse: str, dates: list[str], run_id: str,
     )
 
 
+def fx_checked(spark: SparkSession, warehouse: str, dates: list[str]) -> DataFrame:
+    """The range's FX rates, after the `orders` asset's presence check (the same Spark job)."""
+    from regional_etl.contract import Table
+    from regional_etl.io.delta import daily_predicate, read_table, table_path
+
+    fx = read_table(spark, table_path(warehouse, Table.FX_RATES)).where(daily_predicate(dates))
+    have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
+    assert have_fx == set(dates), f"missing fx for {set(dates) - have_fx}"
+    return fx
+
+
 def mirrored_region(
     spark: SparkSession, landing: str, warehouse: str, dates: list[str], region: str, run_id: str
 ) -> dict[str, Any]:
@@ -89,7 +100,6 @@ def mirrored_region(
 
     from regional_etl.contract import Table
     from regional_etl.io.delta import (
-        daily_predicate,
         read_table,
         regional_predicate,
         replace_partitions,
@@ -114,9 +124,7 @@ def mirrored_region(
     landing_lines = count_lines(drops)
 
     bronze = read_table(spark, bronze_path).where(predicate)
-    fx = read_table(spark, table_path(warehouse, Table.FX_RATES)).where(daily_predicate(dates))
-    have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
-    assert have_fx == set(dates), f"missing fx for {set(dates) - have_fx}"
+    fx = fx_checked(spark, warehouse, dates)
     converted = convert(classify(bronze.drop("run_id")), fx).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         stats = gate_stats(converted).collect()
@@ -164,8 +172,6 @@ def optimized_region(
 
     from regional_etl.contract import Table
     from regional_etl.io.delta import (
-        daily_predicate,
-        read_table,
         regional_predicate,
         replace_partitions,
         table_path,
@@ -183,39 +189,36 @@ def optimized_region(
     partitions = [DateRegion(d, region) for d in dates]
     predicate = regional_predicate(partitions)
     drops = [ready_drop(landing, p) for p in partitions]
-
-    def clustered(df: DataFrame) -> DataFrame:
-        return df.repartition("order_date", "region")
-
     lines = read_drops(spark, landing, drops).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         bronze_written = replace_partitions(
-            clustered(lines.withColumn("run_id", F.lit(run_id))),
+            lines.withColumn("run_id", F.lit(run_id)),
             table_path(warehouse, Table.RAW_ORDERS),
             Table.RAW_ORDERS,
             predicate,
             run_id,
+            one_file_per_partition=True,
         )
         landing_lines = count_lines(drops)
-        fx = read_table(spark, table_path(warehouse, Table.FX_RATES)).where(daily_predicate(dates))
-        have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
-        assert have_fx == set(dates), f"missing fx for {set(dates) - have_fx}"
+        fx = fx_checked(spark, warehouse, dates)
         converted = convert(classify(lines), fx).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             stats = gate_stats(converted).collect()
             orders = replace_partitions(
-                clustered(valid_orders(converted, run_id)),
+                valid_orders(converted, run_id),
                 table_path(warehouse, Table.ORDERS),
                 Table.ORDERS,
                 predicate,
                 run_id,
+                one_file_per_partition=True,
             )
             replace_partitions(
-                clustered(quarantine_rows(converted, run_id)),
+                quarantine_rows(converted, run_id),
                 table_path(warehouse, Table.ORDERS_QUARANTINE),
                 Table.ORDERS_QUARANTINE,
                 predicate,
                 run_id,
+                one_file_per_partition=True,
             )
         finally:
             converted.unpersist()

@@ -1,8 +1,9 @@
 """Where one region's time goes: the steps of `raw_orders` + `orders`, timed one by one.
 
 Runs the same region-range twice in one JVM (cold, then warm) with the package's functions and
-configuration, then repeats the warm run with one setting changed at a time, so each proposal
-gets a number from the same process. Not part of the entry command's table: run it by hand.
+configuration (silver written one file per partition, as the asset does), then repeats the warm
+run with one setting changed at a time, so each proposal gets a number from the same process.
+Not part of the entry command's table: run it by hand.
 
     python -m benchmarks.profile_region --landing L --start D --end D [--region R]
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 
 def region_steps(
@@ -27,15 +28,15 @@ def region_steps(
     warehouse: str,
     dates: list[str],
     region: str,
-    cluster_writes: bool = False,
+    cluster_bronze: bool = False,
 ) -> dict[str, float]:
     """The Spark work of one region over the range, as the assets do it, timed per step."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    from benchmarks.bare_spark import fx_checked
     from regional_etl.contract import Table
     from regional_etl.io.delta import (
-        daily_predicate,
         read_table,
         regional_predicate,
         replace_partitions,
@@ -55,9 +56,6 @@ def region_steps(
         steps[name] = round(now - mark, 3)
         mark = now
 
-    def clustered(df: DataFrame) -> DataFrame:
-        return df.repartition("order_date", "region") if cluster_writes else df
-
     partitions = [DateRegion(d, region) for d in dates]
     predicate = regional_predicate(partitions)
     drops = [ready_drop(landing, p) for p in partitions]
@@ -65,29 +63,37 @@ def region_steps(
     lap("python: list drops + count landing lines")
     lines = read_drops(spark, landing, drops).withColumn("run_id", F.lit("profile"))
     bronze_path = table_path(warehouse, Table.RAW_ORDERS)
-    replace_partitions(clustered(lines), bronze_path, Table.RAW_ORDERS, predicate, "profile")
+    replace_partitions(
+        lines,
+        bronze_path,
+        Table.RAW_ORDERS,
+        predicate,
+        "profile",
+        one_file_per_partition=cluster_bronze,
+    )
     lap("bronze: read landing + write + commit")
     bronze = read_table(spark, bronze_path).where(predicate)
-    fx = read_table(spark, table_path(warehouse, Table.FX_RATES)).where(daily_predicate(dates))
-    fx.select("order_date").distinct().collect()
+    fx = fx_checked(spark, warehouse, dates)
     lap("silver: fx presence check")
     converted = convert(classify(bronze.drop("run_id")), fx).persist(StorageLevel.MEMORY_AND_DISK)
     gate_stats(converted).collect()
     lap("silver: read bronze + classify + convert + cache + gate")
     replace_partitions(
-        clustered(valid_orders(converted, "profile")),
+        valid_orders(converted, "profile"),
         table_path(warehouse, Table.ORDERS),
         Table.ORDERS,
         predicate,
         "profile",
+        one_file_per_partition=True,
     )
     lap("silver: write orders")
     replace_partitions(
-        clustered(quarantine_rows(converted, "profile")),
+        quarantine_rows(converted, "profile"),
         table_path(warehouse, Table.ORDERS_QUARANTINE),
         Table.ORDERS_QUARANTINE,
         predicate,
         "profile",
+        one_file_per_partition=True,
     )
     lap("silver: write quarantine")
     converted.unpersist()
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         run("cold")
         run("warm")
         run("warm_again")
-        run("cluster_writes", cluster_writes=True)
+        run("cluster_bronze", cluster_bronze=True)
         with_conf("spark.sql.shuffle.partitions", "2", lambda: run("shuffle_partitions_2"))
         with_conf("spark.sql.shuffle.partitions", "8", lambda: run("shuffle_partitions_8"))
         with_conf(
