@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -72,8 +73,6 @@ def end_date(sizes: Sizes) -> str:
 
 def with_load(measured: Measured, before: tuple[float, ...]) -> dict[str, Any]:
     """A measurement plus the 1-minute load average around it: the noise, stated."""
-    import os
-
     data = measured.to_json()
     data["load_average_1m"] = [round(before[0], 2), round(os.getloadavg()[0], 2)]
     return data
@@ -83,8 +82,6 @@ def run_backfill_b(
     work: Path, name: str, landing: Path, sizes: Sizes, rows: int, fx_url: str
 ) -> dict[str, Any]:
     """(b): `run_backfill` in a fresh process, on a fresh instance and warehouse."""
-    import os
-
     home = dagster_home(work / f"home-{name}")
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, max(1, rows // 2))
@@ -114,8 +111,6 @@ def run_bare_c(
     work: Path, name: str, landing: Path, sizes: Sizes, fx_url: str, optimized: bool
 ) -> dict[str, Any]:
     """(c): the bare PySpark script in a fresh process; `optimized` applies the proposals."""
-    import os
-
     home = dagster_home(work / f"home-{name}")  # unused by the script; keeps the env identical
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, 1)
@@ -140,8 +135,6 @@ def run_bare_c(
 
 def run_gate(work: Path, sizes: Sizes, fx_url: str) -> dict[str, Any]:
     """The gate benchmark on one large partition generated for it."""
-    import os
-
     from regional_etl.generate import generate_landing
 
     landing = work / "landing-gate"
