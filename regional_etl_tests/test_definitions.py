@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from dagster import AssetKey, Definitions, MultiPartitionsDefinition
 
@@ -78,20 +79,15 @@ def test_importing_the_code_location_starts_no_jvm() -> None:
         import os
         import regional_etl.definitions
         from pyspark import SparkContext
-        children = []
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    stat = open(f"/proc/{pid}/stat").read().split()
-                    cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-                except OSError:
-                    continue
-                if int(stat[3]) == os.getpid() and b"java" in cmd:
-                    children.append(pid)
-        print(SparkContext._active_spark_context is None, children == [])
+        from regional_etl_tests.procs import java_children
+        print(SparkContext._active_spark_context is None, java_children(os.getpid()) == [])
         """
     )
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, check=True
+        [sys.executable, "-W", "ignore", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],  # so the probe imports regional_etl_tests
     )
     assert out.stdout.split() == ["True", "True"], out.stderr

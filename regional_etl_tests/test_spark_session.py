@@ -5,19 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def _java_children() -> list[int]:
-    me = str(os.getpid())
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue  # the process exited while we looked
-        if fields[1] == me and b"java" in cmdline.split(b"\0")[0]:
-            found.append(int(stat.parent.name))
-    return found
+from regional_etl_tests.procs import java_children
 
 
 def test_local_session_binds_to_loopback_and_caps_malloc_arenas(spark) -> None:
@@ -25,7 +13,7 @@ def test_local_session_binds_to_loopback_and_caps_malloc_arenas(spark) -> None:
     assert conf.get("spark.driver.host") == "127.0.0.1"
     assert conf.get("spark.driver.bindAddress") == "127.0.0.1"
     assert conf.get("spark.ui.enabled") == "false"
-    [jvm] = _java_children()
+    [jvm] = java_children(os.getpid())
     environ = Path(f"/proc/{jvm}/environ").read_bytes().split(b"\0")
     # "2" unless the developer's shell set its own value, which wins.
     assert f"MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']}".encode() in environ
