@@ -11,9 +11,10 @@ from typing import Any
 
 from dagster import EnvVar
 
+from regional_etl import settings
 from regional_etl.checks import QualityGateResource
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource, extra_conf_from_env
+from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
 
@@ -38,15 +39,10 @@ def _warehouse() -> WarehouseResource:
 def resources_for(env: str | None = None) -> dict[str, Any]:
     env = env or os.environ.get("REGIONAL_ETL_ENV", "local")
     if env == "local":
-        spark = SparkResource(
-            master=os.environ.get("REGIONAL_ETL_SPARK_MASTER", "local[*]"),
-            driver_memory=os.environ.get("REGIONAL_ETL_SPARK_DRIVER_MEMORY", "2g"),
-            spark_config=extra_conf_from_env(),
-        )
+        # Unset: the local Spark Connect server; set: that endpoint.
+        spark = SparkResource(remote=settings.configured(settings.SPARK_REMOTE))
     elif env == "cluster":
-        spark = SparkResource(
-            master=EnvVar("REGIONAL_ETL_SPARK_MASTER"), spark_config=extra_conf_from_env()
-        )
+        spark = SparkResource(remote=EnvVar(settings.SPARK_REMOTE.name))
     else:
         raise ValueError(f"REGIONAL_ETL_ENV={env!r}: expected 'local' or 'cluster'")
     return {

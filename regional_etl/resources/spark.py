@@ -1,105 +1,125 @@
-"""The Spark session resource: one session per run process, built on dagster-pyspark."""
+"""The Spark resource: a Spark Connect session to a warm Spark; a run process holds no JVM."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from dagster import InitResourceContext
-from dagster_pyspark import LazyPySparkResource
-from pydantic import Field
+from dagster import ConfigurableResource, Failure, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from regional_etl import spark_server
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-# Defaults sized for small partitions on a laptop or CI runner; a cluster overrides them through
-# `spark_config` (or REGIONAL_ETL_SPARK_CONF) without code changes.
-LOCAL_DEFAULTS: dict[str, str] = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.sql.shuffle.partitions": "4",
-    "spark.default.parallelism": "4",
-    "spark.databricks.delta.snapshotPartitions": "2",
-    "spark.sql.adaptive.enabled": "true",
-    "spark.sql.adaptive.coalescePartitions.enabled": "true",
-}
-ALWAYS: dict[str, str] = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+# Per-session settings every client sends, so a remote cluster gets them as well.
+SESSION_DEFAULTS: dict[str, str] = {
     # Timestamps are stored and compared in UTC whatever the machine's zone is.
     "spark.sql.session.timeZone": "UTC",
+    # Partitions of a few MB: a handful of shuffle tasks, not 200.
+    "spark.sql.shuffle.partitions": "4",
+    # INT96 (Spark's legacy default) overflows the nanosecond timestamps of delta-rs/pyarrow for
+    # dates past 2262; microseconds are the Parquet standard every engine reads.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     # Keep tables readable by delta-rs and DuckDB: no table features we do not need.
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
 }
 
 
-def spark_conf(master: str, driver_memory: str, extra: dict[str, Any]) -> dict[str, str]:
-    """The full Spark configuration: jars from the set-up cache, local defaults, then overrides."""
-    from regional_etl.jars import resolved_jars
+class SparkResource(ConfigurableResource):
+    """Spark with Delta Lake through Spark Connect: each run is a thin client of a warm Spark.
 
-    conf: dict[str, str] = {"spark.master": master, "spark.app.name": "regional-etl"}
-    if master.startswith("local"):
-        conf.update(LOCAL_DEFAULTS)
-        conf["spark.driver.memory"] = driver_memory
-    conf.update(ALWAYS)
-    conf["spark.jars"] = ",".join(resolved_jars())
-    conf.update({k: str(v) for k, v in extra.items()})
-    return conf
-
-
-def extra_conf_from_env() -> dict[str, str]:
-    """``REGIONAL_ETL_SPARK_CONF="k1=v1,k2=v2"`` adds or overrides Spark settings."""
-    raw = os.environ.get("REGIONAL_ETL_SPARK_CONF", "")
-    pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
-    bad = [p for p in pairs if len(p) != 2]
-    if bad:
-        raise ValueError(f"REGIONAL_ETL_SPARK_CONF: expected key=value items, got {raw!r}")
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
-def start_session(master: str, driver_memory: str, extra: dict[str, Any]) -> SparkSession:
-    """Get or create the process's SparkSession with `spark_conf`.
-
-    In local mode the JVM is a child of this process and inherits its environment. glibc gives
-    every JVM thread that allocates natively (compression codecs, Parquet, Netty) its own
-    64 MiB malloc arena; capping them at 2 took ~600 MiB off the JVM's resident memory in the
-    region backfill benchmark, for the same CPU time. A value already set wins.
-    """
-    from pyspark.sql import SparkSession
-
-    if master.startswith("local"):
-        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    builder = SparkSession.builder
-    for key, value in spark_conf(master, driver_memory, extra).items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
-
-
-class SparkResource(LazyPySparkResource):
-    """A lazily started SparkSession with Delta Lake, one per run process.
-
-    The session starts on first use, so steps that do not touch Spark (and loading the code
-    location) never start a JVM. The Delta jars come from the set-up cache, never from the network.
+    With no `remote`, the project's local Spark Connect server is used: one per user, bound to
+    127.0.0.1, started by the first client that needs it and stopped after an idle period
+    (`regional-etl spark-server status|start|stop`). With `remote` (REGIONAL_ETL_SPARK_REMOTE),
+    any Spark Connect endpoint that has the Delta extensions loaded: a standalone or Kubernetes
+    cluster, or a managed service. The session is opened on first use, so steps that do not
+    touch Spark, and loading the code location, connect to nothing.
     """
 
-    master: str = Field(
-        default="local[*]",
-        description="Spark master URL: local[*] embedded, or a cluster URL (spark://, yarn, k8s).",
+    remote: str | None = Field(
+        default=None,
+        description="Spark Connect URL, sc://host:port[/;token=...]. Unset: the local server.",
     )
-    driver_memory: str = Field(
-        default="2g", description="Driver heap in local mode (the whole Spark in local mode)."
-    )
-    spark_config: dict[str, Any] = Field(
+    session_config: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra Spark settings; they win over the local defaults.",
+        description="Spark SQL settings of this client's session; they win over the defaults "
+        "(UTC, 4 shuffle partitions, TIMESTAMP_MICROS, no deletion vectors).",
+    )
+    connect_retries: int = Field(
+        default=5,
+        description="Client retries of an unreachable server (backoff from 50 ms, x4, at most "
+        "10 s) before the step fails and its retry policy takes over.",
     )
 
-    def _init_session(self) -> None:
-        if self._spark_session is None:
-            self._spark_session = start_session(self.master, self.driver_memory, self.spark_config)
+    _session: Any = PrivateAttr(default=None)
+    _server_id: str | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        # Nothing eager: a run that only checks the landing zone should not pay for a JVM.
-        return None
+    @property
+    def spark_session(self) -> SparkSession:
+        """This resource's session; a new one if the local server was restarted meanwhile."""
+        url, server_id = self._endpoint()
+        if self._session is None or server_id != self._server_id:
+            self._session = _connect(url, {**SESSION_DEFAULTS, **self.session_config}, self)
+            self._server_id = server_id
+        return self._session
+
+    def url(self) -> str:
+        return self._endpoint()[0]
+
+    def _endpoint(self) -> tuple[str, str | None]:
+        if self.remote:
+            return self.remote, None
+        state = spark_server.ensure_running()
+        return state.url, state.server_id
+
+    @contextmanager
+    def connection_errors(self) -> Iterator[None]:
+        """Turn a lost server into a Failure that says so; the step's retry reconnects (the
+        local server is started again by the next `spark_session`)."""
+        try:
+            yield
+        except Exception as exc:
+            if not _is_unavailable(exc):
+                raise
+            where = self.remote or "the local Spark Connect server"
+            raise Failure(
+                description=f"lost the connection to {where} ({type(exc).__name__}): the step's "
+                "retry reconnects, and a local server is started again if it died. "
+                f"Server log: {spark_server.state_dir() / spark_server.LOG_FILE}",
+                allow_retries=True,
+            ) from exc
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        # Releases the server-side session (cached data, temp views) now, not at its timeout.
+        if self._session is not None:
+            try:
+                self._session.stop()
+            except Exception as exc:  # the server may already be gone; nothing to release
+                context.log.debug(f"Spark session stop: {exc}") if context.log else None
+            self._session = None
+
+
+def _connect(url: str, conf: dict[str, str], resource: SparkResource) -> SparkSession:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    # pyspark's own builder, not the Connect one: it also switches `pyspark.sql.functions` and
+    # friends of this process to Connect mode.
+    builder = SparkSession.builder.remote(url)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.create()
+    # The default tolerates ten minutes of an unreachable server, which turns a dead local
+    # server into a hung run; Dagster's step retry is the place for longer waits.
+    session.client.set_retry_policies(  # type: ignore[attr-defined]
+        [DefaultPolicy(max_retries=resource.connect_retries, max_backoff=10_000)]
+    )
+    return session
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(s in text for s in ("UNAVAILABLE", "Connection refused", "Socket closed"))
