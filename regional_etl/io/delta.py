@@ -45,27 +45,36 @@ def ensure_table(spark: SparkSession, path: str, table: Table) -> None:
     """Create the empty, partitioned table once, before any partition writer runs.
 
     Concurrent first writers to a missing table would both try to create it and one would fail;
-    creating it up front turns later writes into appends/replaces on an existing log. A creation
-    race between two processes is retried: the loser sees the winner's table.
+    creating it up front turns later writes into replaces on an existing log. SQL, not the
+    `DeltaTable` builder: it is what Spark Connect serves without the Delta Connect plugin. Two
+    processes creating the table at once race on version 0; the loser retries and finds it.
     """
-    from delta.tables import DeltaTable
-
+    columns = ", ".join(
+        f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+        for f in schema(table).fields
+    )
+    ddl = (
+        f"CREATE TABLE IF NOT EXISTS delta.{_sql_ident(path)} ({columns}) USING delta "
+        f"PARTITIONED BY ({', '.join(partition_columns(table))}) "
+        "TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')"
+    )
     for attempt in range(5):
-        if DeltaTable.isDeltaTable(spark, path):
-            return
         try:
-            (
-                DeltaTable.createIfNotExists(spark)
-                .location(path)
-                .addColumns(schema(table))
-                .partitionedBy(*partition_columns(table))
-                .execute()
-            )
+            spark.sql(ddl)
             return
         except Exception:
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def history(spark: SparkSession, path: str) -> DataFrame:
+    """The table's commits (`DESCRIBE HISTORY`), newest first."""
+    return spark.sql(f"DESCRIBE HISTORY delta.{_sql_ident(path)}")
+
+
+def _sql_ident(path: str) -> str:
+    return "`" + path.replace("`", "``") + "`"
 
 
 def _sql_str(value: str) -> str:
@@ -131,17 +140,28 @@ def replace_partitions(
         .partitionBy(*partition_columns(table))
         .save(path)
     )
-    return last_commit(spark, path)
+    return commit_of(spark, path, run_id)
 
 
-def last_commit(spark: SparkSession, path: str) -> WriteResult:
-    from delta.tables import DeltaTable
+def commit_of(spark: SparkSession, path: str, run_id: str) -> WriteResult:
+    """The newest commit that `run_id` made to the table, found by its `userMetadata`: with
+    other runs writing the same table at once, "the latest commit" may be theirs.
 
-    last = DeltaTable.forPath(spark, path).history(1).collect()[0]
-    metrics = last["operationMetrics"] or {}
+    Replacing nothing with nothing (an empty quarantine, say) commits nothing: then the result
+    is the table's current version, with no rows and no files.
+    """
+    from pyspark.sql import functions as F
+
+    commits = history(spark, path)
+    own = commits.where(F.col("userMetadata") == run_id)
+    [commit] = own.orderBy(F.col("version").desc()).limit(1).collect() or [None]
+    if commit is None:
+        [latest] = commits.limit(1).collect()
+        return WriteResult(path=path, version=int(latest["version"]), rows=0, files_added=0)
+    metrics = commit["operationMetrics"] or {}
     return WriteResult(
         path=path,
-        version=int(last["version"]),
+        version=int(commit["version"]),
         rows=int(metrics.get("numOutputRows", 0)),
         files_added=int(metrics.get("numFiles", metrics.get("numAddedFiles", 0))),
     )
