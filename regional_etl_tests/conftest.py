@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, Definitions, instance_for_test
 
+from regional_etl import spark_server
 from regional_etl.checks import QualityGateResource
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FaultConfig, FXServer
@@ -19,13 +20,25 @@ from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
 # Tiny partitions: two shuffle partitions are plenty and keep task scheduling cheap.
-TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"}
+TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2"}
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """The one SparkSession of the test session (every SparkResource reuses it)."""
-    session = SparkResource(spark_config=TEST_SPARK_CONF).spark_session
+def spark_server_state() -> Iterator[spark_server.ServerState]:
+    """The product's local Spark Connect server, started once for the test session and stopped
+    at its end, unless it was already running (a developer's, or another test session's)."""
+    already_running = spark_server.read_state() is not None
+    state = spark_server.ensure_running()
+    yield state
+    if not already_running and spark_server.connected_clients(state.port) == 0:
+        spark_server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(spark_server_state: spark_server.ServerState) -> Iterator[Any]:
+    """The test session's own Spark Connect session (every SparkResource opens its own)."""
+    resource = SparkResource(session_config=TEST_SPARK_CONF)
+    session = resource.spark_session
     yield session
     session.stop()
 
@@ -78,7 +91,7 @@ class Pipeline:
 def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeline:
     landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
     resources: dict[str, Any] = {
-        "spark": SparkResource(spark_config=TEST_SPARK_CONF),
+        "spark": SparkResource(session_config=TEST_SPARK_CONF),
         "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
         # Test drops are small: the volume gate's floor is scaled down with them.
         "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),

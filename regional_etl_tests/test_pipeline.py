@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 from dagster import DagsterInstance, materialize
-from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from regional_etl.assets.bronze import raw_orders
@@ -17,6 +16,7 @@ from regional_etl.assets.silver import orders
 from regional_etl.backfill import run_backfill
 from regional_etl.contract import REGIONS
 from regional_etl.generate import generate_landing, write_drop
+from regional_etl.io.delta import history
 from regional_etl_tests.conftest import Pipeline
 from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
 
@@ -113,9 +113,9 @@ def test_full_materialization_matches_the_contract(
         assert len(files) == len(DATES) * len(REGIONS)
         assert {r["count"] for r in files} == {1}, (name, files)
     # Each commit says which run wrote it.
-    history = DeltaTable.forPath(spark, landed.table("silver/orders")).history().collect()
+    commits = history(spark, landed.table("silver/orders")).collect()
     run_ids = {r.run_id for r in instance.get_runs()}
-    assert {h["userMetadata"] for h in history if h["operation"] == "WRITE"} <= run_ids
+    assert {h["userMetadata"] for h in commits if h["operation"] == "WRITE"} <= run_ids
 
 
 def test_rematerializing_a_partition_replaces_exactly_it(
@@ -137,14 +137,14 @@ def test_rematerializing_a_partition_replaces_exactly_it(
         return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "run_id")) for r in rs)
 
     before = strip(rows(spark, path))
-    version = DeltaTable.forPath(spark, path).history(1).collect()[0]["version"]
+    version = history(spark, path).limit(1).collect()[0]["version"]
 
     again = materialize(
         [raw_orders, orders], partition_key=key, resources=landed.resources, instance=instance
     )
     assert again.success
     assert strip(rows(spark, path)) == before
-    last = DeltaTable.forPath(spark, path).history(1).collect()[0]
+    last = history(spark, path).limit(1).collect()[0]
     assert last["version"] > version
     assert last["userMetadata"] == again.run_id
     assert last["operationParameters"]["mode"] == "Overwrite"

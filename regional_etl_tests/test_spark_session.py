@@ -1,19 +1,78 @@
-"""The shared local SparkSession as `SparkResource` starts it: loopback only, capped arenas."""
+"""The Spark access path: thin Spark Connect clients of the one local server, on loopback."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from regional_etl import spark_server
+from regional_etl.resources.spark import SparkResource
 from regional_etl_tests.procs import java_children
 
 
-def test_local_session_binds_to_loopback_and_caps_malloc_arenas(spark) -> None:
-    conf = spark.sparkContext.getConf()
-    assert conf.get("spark.driver.host") == "127.0.0.1"
-    assert conf.get("spark.driver.bindAddress") == "127.0.0.1"
-    assert conf.get("spark.ui.enabled") == "false"
-    [jvm] = java_children(os.getpid())
-    environ = Path(f"/proc/{jvm}/environ").read_bytes().split(b"\0")
-    # "2" unless the developer's shell set its own value, which wins.
-    assert f"MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']}".encode() in environ
+def test_sessions_are_spark_connect_clients_and_the_test_process_starts_no_jvm(spark) -> None:
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    assert isinstance(spark, ConnectSession)
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
+    assert spark.conf.get("spark.sql.parquet.outputTimestampType") == "TIMESTAMP_MICROS"
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert java_children(os.getpid()) == []
+
+
+def test_local_server_is_loopback_only_with_capped_arenas(spark_server_state) -> None:
+    state = spark_server_state
+    assert state.url.startswith("sc://127.0.0.1:")
+    cmdline = Path(f"/proc/{state.jvm_pid}/cmdline").read_bytes().split(b"\0")
+    for setting in (
+        b"spark.driver.host=127.0.0.1",
+        b"spark.driver.bindAddress=127.0.0.1",
+        b"spark.connect.grpc.binding.address=127.0.0.1",
+        b"spark.ui.enabled=false",
+    ):
+        assert setting in cmdline
+    listening = _listening_addresses(state.jvm_pid)
+    assert listening, "the server JVM listens on no TCP port"
+    assert all(addr == "127.0.0.1" for addr, _ in listening), listening
+    environ = Path(f"/proc/{state.jvm_pid}/environ").read_bytes().split(b"\0")
+    # "2" unless the shell that started the server set its own value, which wins.
+    assert any(e.startswith(b"MALLOC_ARENA_MAX=") for e in environ)
+
+
+def test_every_resource_reaches_the_same_server(spark_server_state) -> None:
+    one, two = SparkResource(), SparkResource()
+    assert one.url() == two.url() == spark_server_state.url
+    assert one.spark_session.range(3).count() == 3
+    assert spark_server.describe(spark_server_state)["sessions"] >= 1
+
+
+def _listening_addresses(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of the TCP sockets in LISTEN state that `pid` owns."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            host, port = fields[1].rsplit(":", 1)
+            found.append((_address(host, family), int(port, 16)))
+    return found
+
+
+def _address(hex_host: str, family: int) -> str:
+    raw = bytes.fromhex(hex_host)
+    if family == 4:
+        return ".".join(str(b) for b in reversed(raw))
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+    joined = b"".join(words)
+    if joined[:12] == b"\0" * 10 + b"\xff\xff":
+        return ".".join(str(b) for b in joined[12:])
+    return "::1" if joined == b"\0" * 15 + b"\1" else joined.hex()

@@ -40,7 +40,7 @@ def make_resources(tmp_path: Path, fx_server: FXServer, breaker_url: str) -> Mak
             **FAST_FX_CLIENT,
         }
         return {
-            "spark": SparkResource(spark_config=TEST_SPARK_CONF),
+            "spark": SparkResource(session_config=TEST_SPARK_CONF),
             "warehouse": WarehouseResource(
                 landing_root=str(tmp_path / "landing"), warehouse_root=str(tmp_path / "warehouse")
             ),
