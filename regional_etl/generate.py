@@ -34,7 +34,7 @@ from regional_etl.contract import (
     REGIONS,
     SUCCESS_MARKER,
     Reason,
-    drop_dir_name,
+    drop_path,
     validate_region,
 )
 
@@ -134,11 +134,6 @@ class GenerateSummary:
         raise KeyError(wanted)
 
 
-def drop_dir(root: Path, order_date: date | str, region: str) -> Path:
-    """The folder of one drop under the landing root (validated against the contract)."""
-    return Path(root) / drop_dir_name(str(order_date), region)
-
-
 def write_drop(
     root: Path,
     order_date: date | str,
@@ -160,7 +155,7 @@ def write_drop(
         # Spark's line reader splits on \r as well as \n: either would silently add lines.
         if "\n" in line or "\r" in line:
             raise ValueError(f"line {number} contains a line break")
-    directory = drop_dir(root, order_date, region)
+    directory = drop_path(root, str(order_date), region)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name
     _write_atomically(path, lines)
@@ -379,7 +374,7 @@ def _region_code(region: str) -> str:
 def _replace_drop(
     root: Path, day: date, region: str, lines: list[str], files_per_drop: int
 ) -> tuple[Path, ...]:
-    directory = drop_dir(root, day, region)
+    directory = drop_path(root, day.isoformat(), region)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUCCESS_MARKER).unlink(missing_ok=True)
     chunks = _split(lines, files_per_drop)
