@@ -241,8 +241,6 @@ WRITER = textwrap.dedent(
 def test_parallel_writers_in_separate_jvms_lose_nothing(spark, tmp_path: Path) -> None:
     """Two run processes writing disjoint partitions of one Delta table at the same time: Delta's
     optimistic concurrency (atomic log commits on the local file system) keeps every commit."""
-    from delta.tables import DeltaTable
-
     from regional_etl.contract import Table
     from regional_etl.io.delta import ensure_table
 
@@ -269,7 +267,7 @@ def test_parallel_writers_in_separate_jvms_lose_nothing(spark, tmp_path: Path) -
         for r in table.groupBy("order_date", "region").count().collect()
     }
     assert len(counts) == 2 * rounds and set(counts.values()) == {50}
-    history = DeltaTable.forPath(spark, path).history().collect()
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect()
     writes = [h for h in history if h["operation"] == "WRITE"]
     assert len(writes) == 2 * rounds
     assert {h["userMetadata"] for h in writes} == {

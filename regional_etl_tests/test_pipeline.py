@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 from dagster import DagsterInstance, materialize
-from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from regional_etl.assets.bronze import raw_orders
@@ -25,6 +24,11 @@ DATES = ["2024-03-08", "2024-03-09"]  # a Friday and a Saturday (which uses Frid
 
 def rows(spark, path: str, where: str = "true") -> list[dict]:
     return [r.asDict() for r in spark.read.format("delta").load(path).where(where).collect()]
+
+
+def history_of(spark, path: str) -> list:
+    """The table's commits, newest first (SQL, so it works over Spark Connect as well)."""
+    return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect()
 
 
 @pytest.fixture
@@ -68,10 +72,10 @@ def test_full_materialization_matches_the_contract(
         for region in REGIONS:
             want = expected_partition(landed.landing, date, region)
 
-            def mine(table: list[dict], day=day, region=region) -> list[dict]:
+            def of_partition(table: list[dict], day=day, region=region) -> list[dict]:
                 return [r for r in table if r["order_date"] == day and r["region"] == region]
 
-            got_bronze = mine(bronze)
+            got_bronze = of_partition(bronze)
             assert len(got_bronze) == want.lines
             got_orders = {
                 r["order_id"]: (
@@ -82,17 +86,19 @@ def test_full_materialization_matches_the_contract(
                     r["fx_rate"],
                     r["amount_usd"],
                 )
-                for r in mine(silver)
+                for r in of_partition(silver)
             }
-            assert len(got_orders) == len(mine(silver)), "order_id unique per partition"
+            assert len(got_orders) == len(of_partition(silver)), "order_id unique per partition"
             assert got_orders == want.orders
-            got_q = {(r["source_file"], r["line_number"]): r["reason"] for r in mine(quarantine)}
+            got_q = {
+                (r["source_file"], r["line_number"]): r["reason"] for r in of_partition(quarantine)
+            }
             assert got_q == want.quarantine
             # Nothing silently dropped: every landing line is an order or a quarantine row.
             assert len(got_orders) + len(got_q) == want.lines == len(got_bronze)
             assert {"malformed", "duplicate", "invalid_amount"} <= set(want.reasons)
 
-            day_rev = mine(revenue)
+            day_rev = of_partition(revenue)
             assert len(day_rev) == 1
             assert day_rev[0]["orders"] == len(want.orders)
             assert day_rev[0]["users"] == len({o[0] for o in want.orders.values()})
@@ -113,7 +119,7 @@ def test_full_materialization_matches_the_contract(
         assert len(files) == len(DATES) * len(REGIONS)
         assert {r["count"] for r in files} == {1}, (name, files)
     # Each commit says which run wrote it.
-    history = DeltaTable.forPath(spark, landed.table("silver/orders")).history().collect()
+    history = history_of(spark, landed.table("silver/orders"))
     run_ids = {r.run_id for r in instance.get_runs()}
     assert {h["userMetadata"] for h in history if h["operation"] == "WRITE"} <= run_ids
 
@@ -137,14 +143,14 @@ def test_rematerializing_a_partition_replaces_exactly_it(
         return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "run_id")) for r in rs)
 
     before = strip(rows(spark, path))
-    version = DeltaTable.forPath(spark, path).history(1).collect()[0]["version"]
+    version = history_of(spark, path)[0]["version"]
 
     again = materialize(
         [raw_orders, orders], partition_key=key, resources=landed.resources, instance=instance
     )
     assert again.success
     assert strip(rows(spark, path)) == before
-    last = DeltaTable.forPath(spark, path).history(1).collect()[0]
+    last = history_of(spark, path)[0]
     assert last["version"] > version
     assert last["userMetadata"] == again.run_id
     assert last["operationParameters"]["mode"] == "Overwrite"
