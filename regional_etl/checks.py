@@ -159,18 +159,19 @@ def orders_verdicts(
 
 def schema_problems(actual: Any, expected: Any) -> list[str]:
     """Differences between two Spark StructTypes by column name and type (order included)."""
-    got = [(f.name, f.dataType.simpleString()) for f in actual.fields]
-    want = [(f.name, f.dataType.simpleString()) for f in expected.fields]
-    if got == want:
+    columns = [(f.name, f.dataType.simpleString()) for f in actual.fields]
+    contract = [(f.name, f.dataType.simpleString()) for f in expected.fields]
+    if columns == contract:
         return []
-    problems = [f"missing column {n} {t}" for n, t in want if n not in dict(got)]
-    problems += [f"unexpected column {n} {t}" for n, t in got if n not in dict(want)]
+    types, contract_types = dict(columns), dict(contract)
+    problems = [f"missing column {n} {t}" for n, t in contract if n not in types]
+    problems += [f"unexpected column {n} {t}" for n, t in columns if n not in contract_types]
     problems += [
-        f"column {n} is {dict(got)[n]}, contract says {t}"
-        for n, t in want
-        if n in dict(got) and dict(got)[n] != t
+        f"column {n} is {types[n]}, contract says {t}"
+        for n, t in contract
+        if n in types and types[n] != t
     ]
-    return problems or [f"column order differs: {[n for n, _ in got]}"]
+    return problems or [f"column order differs: {[n for n, _ in columns]}"]
 
 
 def partition_check_results(

@@ -268,7 +268,7 @@ def test_per_partition_check_results_still_need_dagster_internals() -> None:
     assert dagster.__version__ == "1.13.27", "Dagster upgraded: re-check partition_check_results"
     assert "partition" not in inspect.signature(AssetCheckResult).parameters
     assert not hasattr(dagster, "AssetCheckEvaluationTargetMaterializationData")
-    assert set(inspect.signature(AssetCheckEvaluationTargetMaterializationData).parameters) == {
+    assert set(AssetCheckEvaluationTargetMaterializationData.__annotations__) == {
         "storage_id",
         "run_id",
         "timestamp",
