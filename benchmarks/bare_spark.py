@@ -1,13 +1,12 @@
 """Worker (c): the same pipeline as a bare PySpark script, no Dagster at all.
 
-It calls the package's pure functions (landing reader, transforms, gate statistics, Delta
-writes) with the package's Spark configuration, in the order our backfill runs them: FX rates
-of the range, then per region over the whole range bronze and silver, then gold. It issues the
-same Spark jobs as the assets do (gate statistics, the FX presence check, gold's read-back), so
-(b) - (c) is what Dagster adds, not a difference in Spark work.
+It calls the functions the assets call (`regional_etl.pipeline` for bronze and silver) with the
+package's Spark configuration, in the order our backfill runs them: FX rates of the range, then
+per region over the whole range bronze and silver, then gold. It issues the same Spark jobs as
+the assets do, so (b) - (c) is what Dagster adds, not a difference in Spark work.
 
 `--optimized` runs the variant the benchmark README proposes for the package, to put a number on
-each proposal (see `optimized_region` and `write_fx`).
+each proposal (see `region_range`, `write_fx` and `gold`).
 
     python -m benchmarks.bare_spark --landing L --warehouse W --start D --end D [--optimized]
 """
@@ -20,13 +19,14 @@ import json
 import time
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 T0 = time.perf_counter()
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
+
+    from regional_etl.resources.warehouse import WarehouseResource
 
 USD_PER_UNIT_QUANTUM = Decimal("0.0000000001")
 
@@ -57,11 +57,13 @@ def fx_rows(dates: list[str]) -> list[tuple[dt.date, str, Decimal]]:
     return rows
 
 
-def write_fx(spark: SparkSession, warehouse: str, dates: list[str], run_id: str, sql: bool) -> Any:
+def write_fx(
+    spark: SparkSession, warehouse: WarehouseResource, dates: list[str], run_id: str, sql: bool
+) -> Any:
     """The fx_rates asset's write. `sql=True` builds the rows as a SQL VALUES relation instead
     of `createDataFrame(list)`, which ships pickled rows through Python workers."""
     from regional_etl.contract import Table, schema
-    from regional_etl.io.delta import daily_predicate, replace_partitions, table_path
+    from regional_etl.io.delta import daily_predicate, replace_partitions
 
     rows = fx_rows(dates)
     if sql:
@@ -73,167 +75,64 @@ def write_fx(spark: SparkSession, warehouse: str, dates: list[str], run_id: str,
         frame = spark.createDataFrame(rows, schema(Table.FX_RATES))
     return replace_partitions(
         frame.coalesce(1),
-        table_path(warehouse, Table.FX_RATES),
+        warehouse.table(Table.FX_RATES),
         Table.FX_RATES,
         daily_predicate(dates),
         run_id,
     )
 
 
-def fx_checked(spark: SparkSession, warehouse: str, dates: list[str]) -> DataFrame:
-    """The range's FX rates, after the `orders` asset's presence check (the same Spark job)."""
-    from regional_etl.contract import Table
-    from regional_etl.io.delta import daily_predicate, read_table, table_path
-
-    fx = read_table(spark, table_path(warehouse, Table.FX_RATES)).where(daily_predicate(dates))
-    have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
-    assert have_fx == set(dates), f"missing fx for {set(dates) - have_fx}"
-    return fx
-
-
-def mirrored_region(
-    spark: SparkSession, landing: str, warehouse: str, dates: list[str], region: str, run_id: str
+def region_range(
+    spark: SparkSession,
+    warehouse: WarehouseResource,
+    dates: list[str],
+    region: str,
+    run_id: str,
+    optimized: bool,
 ) -> dict[str, Any]:
-    """One region over the range, as `raw_orders` then `orders` do it."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
+    """One region over the range, as `raw_orders` then `orders` do it.
 
-    from regional_etl.contract import Table
-    from regional_etl.io.delta import (
-        read_table,
-        regional_predicate,
-        replace_partitions,
-        table_path,
-    )
-    from regional_etl.io.landing import count_lines, read_drops, ready_drop
-    from regional_etl.partitions import DateRegion
-    from regional_etl.transforms.gates import gate_stats
-    from regional_etl.transforms.orders import (
-        classify,
-        convert,
-        quarantine_rows,
-        valid_orders,
-    )
-
-    partitions = [DateRegion(d, region) for d in dates]
-    predicate = regional_predicate(partitions)
-    drops = [ready_drop(landing, p) for p in partitions]
-    lines = read_drops(spark, landing, drops).withColumn("run_id", F.lit(run_id))
-    bronze_path = table_path(warehouse, Table.RAW_ORDERS)
-    bronze_written = replace_partitions(lines, bronze_path, Table.RAW_ORDERS, predicate, run_id)
-    landing_lines = count_lines(drops)
-
-    bronze = read_table(spark, bronze_path).where(predicate)
-    fx = fx_checked(spark, warehouse, dates)
-    converted = convert(classify(bronze.drop("run_id")), fx).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        stats = gate_stats(converted).collect()
-        for p in partitions:  # the asset reconciles every partition against the landing files
-            count_lines([ready_drop(landing, p)])
-        orders = replace_partitions(
-            valid_orders(converted, run_id),
-            table_path(warehouse, Table.ORDERS),
-            Table.ORDERS,
-            predicate,
-            run_id,
-            one_file_per_partition=True,
-        )
-        replace_partitions(
-            quarantine_rows(converted, run_id),
-            table_path(warehouse, Table.ORDERS_QUARANTINE),
-            Table.ORDERS_QUARANTINE,
-            predicate,
-            run_id,
-            one_file_per_partition=True,
-        )
-    finally:
-        converted.unpersist()
-    return {
-        "bronze_rows": bronze_written.rows,
-        "landing_lines": landing_lines,
-        "orders": orders.rows,
-        "gate_rows": len(stats),
-    }
-
-
-def optimized_region(
-    spark: SparkSession, landing: str, warehouse: str, dates: list[str], region: str, run_id: str
-) -> dict[str, Any]:
-    """The proposals, applied to one region over the range:
-
-    - the landing lines are read once, cached, and both bronze and silver are computed from the
-      cache (the mirrored path writes bronze, then reads the same partitions back from Delta);
-    - the bronze write is clustered by its partition columns too (the package clusters only the
-      silver writes), so each (date, region) folder gets one file instead of one per task;
-    - the landing files are counted once (the assets count them in bronze and again in silver).
+    Optimized, the proposals: the landing lines are read once, cached, and silver is computed
+    from the cache instead of from the bronze partitions read back from Delta; the bronze write
+    is clustered by its partition columns too (the package clusters only the silver writes), so
+    each (date, region) folder gets one file instead of one per task.
     """
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
-    from regional_etl.contract import Table
-    from regional_etl.io.delta import (
-        regional_predicate,
-        replace_partitions,
-        table_path,
-    )
+    from benchmarks.common import quality_gates
     from regional_etl.io.landing import count_lines, read_drops, ready_drop
     from regional_etl.partitions import DateRegion
-    from regional_etl.transforms.gates import gate_stats
-    from regional_etl.transforms.orders import (
-        classify,
-        convert,
-        quarantine_rows,
-        valid_orders,
-    )
+    from regional_etl.pipeline import read_bronze, run_silver, write_bronze
 
     partitions = [DateRegion(d, region) for d in dates]
-    predicate = regional_predicate(partitions)
-    drops = [ready_drop(landing, p) for p in partitions]
-    lines = read_drops(spark, landing, drops).persist(StorageLevel.MEMORY_AND_DISK)
+    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
+    lines = read_drops(spark, warehouse.landing(), drops)
+    if optimized:
+        lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        bronze_written = replace_partitions(
-            lines.withColumn("run_id", F.lit(run_id)),
-            table_path(warehouse, Table.RAW_ORDERS),
-            Table.RAW_ORDERS,
-            predicate,
-            run_id,
-            one_file_per_partition=True,
+        bronze = write_bronze(
+            lines, warehouse, partitions, run_id, one_file_per_partition=optimized
         )
         landing_lines = count_lines(drops)
-        fx = fx_checked(spark, warehouse, dates)
-        converted = convert(classify(lines), fx).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            stats = gate_stats(converted).collect()
-            orders = replace_partitions(
-                valid_orders(converted, run_id),
-                table_path(warehouse, Table.ORDERS),
-                Table.ORDERS,
-                predicate,
-                run_id,
-                one_file_per_partition=True,
-            )
-            replace_partitions(
-                quarantine_rows(converted, run_id),
-                table_path(warehouse, Table.ORDERS_QUARANTINE),
-                Table.ORDERS_QUARANTINE,
-                predicate,
-                run_id,
-                one_file_per_partition=True,
-            )
-        finally:
-            converted.unpersist()
+        silver_input = lines if optimized else read_bronze(spark, warehouse, partitions)
+        silver = run_silver(silver_input, warehouse, partitions, run_id, quality_gates())
     finally:
-        lines.unpersist()
+        if optimized:
+            lines.unpersist()
     return {
-        "bronze_rows": bronze_written.rows,
+        "bronze_rows": bronze.rows,
         "landing_lines": landing_lines,
-        "orders": orders.rows,
-        "gate_rows": len(stats),
+        "orders": silver.orders.rows,
+        "gate_rows": len(silver.stats),
     }
 
 
 def gold(
-    spark: SparkSession, warehouse: str, dates: list[str], run_id: str, optimized: bool
+    spark: SparkSession,
+    warehouse: WarehouseResource,
+    dates: list[str],
+    run_id: str,
+    optimized: bool,
 ) -> int:
     """The daily_revenue asset: aggregate, write, read back for the totals gate.
 
@@ -241,12 +140,12 @@ def gold(
     re-created with `createDataFrame` (Python workers) before the write.
     """
     from regional_etl.contract import Table, schema
-    from regional_etl.io.delta import daily_predicate, read_table, replace_partitions, table_path
+    from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
     from regional_etl.transforms.revenue import daily_revenue
 
     predicate = daily_predicate(dates)
-    orders = read_table(spark, table_path(warehouse, Table.ORDERS)).where(predicate)
-    path = table_path(warehouse, Table.DAILY_REVENUE)
+    orders = read_table(spark, warehouse.table(Table.ORDERS)).where(predicate)
+    path = warehouse.table(Table.DAILY_REVENUE)
     if optimized:
         aggregated = daily_revenue(orders).coalesce(1).cache()
         expected = aggregated.collect()
@@ -275,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
     from regional_etl.resources.spark import start_session
+    from regional_etl.resources.warehouse import WarehouseResource
 
     dates = date_range(args.start, args.end)
-    landing = str(Path(args.landing).resolve())
-    warehouse = str(Path(args.warehouse).resolve())
+    warehouse = WarehouseResource(landing_root=args.landing, warehouse_root=args.warehouse)
     run_id = f"bare-{uuid.uuid4()}"
     phases: dict[str, float] = {}
     mark = time.perf_counter()
@@ -296,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     write_fx(spark, warehouse, dates, run_id, sql=args.optimized)
     lap("fx_rates")
     per_region = {}
-    region_fn = optimized_region if args.optimized else mirrored_region
     for region in REGIONS:
-        per_region[region] = region_fn(spark, landing, warehouse, dates, region, run_id)
+        per_region[region] = region_range(spark, warehouse, dates, region, run_id, args.optimized)
         lap(f"region {region}")
     gold_rows = gold(spark, warehouse, dates, run_id, args.optimized)
     lap("daily_revenue")

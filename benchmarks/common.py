@@ -14,9 +14,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.procmon import MemoryPeaks, TreeSampler
+
+if TYPE_CHECKING:
+    from regional_etl.checks import QualityGateResource
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "BENCH_RESULT "
@@ -176,6 +179,14 @@ def run_measured(
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX) :])
     return Measured(wall, returncode, sampler.peaks, result, log, round(lingered, 2))
+
+
+def quality_gates() -> QualityGateResource:
+    """The gate thresholds a run process of `pipeline_env` uses, for a worker without Dagster."""
+    from regional_etl.resources.environments import quality_gates
+
+    # Outside a run nothing resolves the EnvVar fields: resolve them here.
+    return quality_gates().process_config_and_initialize()
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
-    from regional_etl.fx.server import FaultConfig, FXServer
+    from regional_etl.fx.server import FXServer
 
     started_at = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="regional-etl-bench-", dir=args.work))
@@ -230,9 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
     try:
-        # One FX service for every process, with explicit empty faults so that
-        # REGIONAL_ETL_FX_FAULT_* in the caller's shell cannot slow a run down.
-        with FXServer(faults=FaultConfig()) as fx:
+        # One FX service for every process.
+        with FXServer() as fx:
             landing = work / "landing-1x"
             say(f"generating {sizes.days} days x {len(REGIONS)} regions x {sizes.rows} rows")
             results["input"] = generate(landing, sizes, sizes.rows)

@@ -1,34 +1,16 @@
-"""Failure alerts: a run failure sensor that posts a JSON notification to a webhook.
+"""Failure alerts: a run failure sensor that POSTs a JSON notification to a webhook (the payload
+is shown in docs/resilience.md).
 
-`run_failure_alert` watches every run on the instance and is on by default: the jobs of this
-code location, runs launched from the asset graph, and the runs `regional-etl backfill` executes
-in its own process (those carry no code-location origin, so a sensor scoped to the code location
-would never see them; the instance serves this one code location). For each failed run it POSTs
-one JSON object to `AlertWebhookResource.url` (env `REGIONAL_ETL_ALERT_WEBHOOK_URL`):
-
-    {"event": "run_failure", "job_name": ..., "run_id": ..., "partition": ...,
-     "partition_tags": {"dagster/partition": ...}, "error": ..., "step_failures": [...],
-     "retry_number": 0, "will_retry": false, "link": "/runs/<run_id>",
-     "url": "<ui base>/runs/<run_id>" or null, ...}
-
-Slack incoming webhooks, Teams or any HTTP receiver can take it (a thin relay may reshape it).
-Without a URL the sensor only logs the alert on its tick. Delivery has a timeout and a small
-retry; an alert that still cannot be delivered fails the sensor tick, with the reason, in the UI.
-
-Step retries are not failures and send nothing: Dagster has no hook for them (its hooks fire on
-step success or failure only), so they show in the run log as STEP_UP_FOR_RETRY events, each
-after a line from the step saying why it is retried (see `assets/reference.py`).
+`run_failure_alert` is on by default and watches every run on the instance, the runs that
+`regional-etl backfill` executes in its own process included: those carry no code-location
+origin, so a sensor scoped to the code location would never see them. Step retries send nothing:
+Dagster has no hook for them; they show in the run log as STEP_UP_FOR_RETRY events.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +18,18 @@ from dagster import (
     ConfigurableResource,
     DagsterEvent,
     DefaultSensorStatus,
-    EnvVar,
     RunFailureSensorContext,
     get_dagster_logger,
     run_failure_sensor,
 )
 from pydantic import Field
 
-ALERT_WEBHOOK_ENV = "REGIONAL_ETL_ALERT_WEBHOOK_URL"
-DAGSTER_UI_URL_ENV = "REGIONAL_ETL_DAGSTER_UI_URL"
+from regional_etl import http, settings
+
 PARTITION_TAG_PREFIX = "dagster/partition"
 RANGE_TAG_PREFIX = "dagster/asset_partition_range_"
 RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"  # set on failure when run retries are enabled
-USER_AGENT = "regional-etl-alerts/1"
 MAX_ERROR_CHARS = 2_000
 _WRAPPER_ERRORS = {
     "DagsterExecutionStepExecutionError",
@@ -95,9 +75,12 @@ class AlertWebhookResource(ConfigurableResource):
         ),
     )
     timeout_seconds: float = Field(default=5.0, description="Timeout of each POST, in seconds.")
-    max_attempts: int = Field(default=3, description="POSTs per alert, the first one included.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="POSTs per alert, the first one included."
+    )
     backoff_seconds: float = Field(
-        default=0.5, description="Wait before the first retry; doubles for each further one."
+        default=0.5,
+        description="Retry n waits this x 2^(n-1), plus as much jitter (the first goes at once).",
     )
 
     def run_url(self, link: str) -> str | None:
@@ -111,38 +94,27 @@ class AlertWebhookResource(ConfigurableResource):
         """
         if not self.url:
             return None
-        body = json.dumps(payload, sort_keys=True, default=str).encode("utf-8")
-        log = log or get_dagster_logger()
         where = redact_url(self.url)
-        last = ""
-        attempts = max(self.max_attempts, 1)
-        for attempt in range(1, attempts + 1):
-            request = urllib.request.Request(
-                self.url,
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
+        result = http.send(
+            "POST",
+            self.url,
+            what=f"alert webhook {where}",
+            log=log or get_dagster_logger(),
+            attempts=self.max_attempts,
+            timeout=self.timeout_seconds,
+            backoff_seconds=self.backoff_seconds,
+            backoff_max_seconds=30.0,
+            json=payload,
+        )
+        if result.response is not None and not result.failure:
+            return AlertDelivery(where, result.response.status_code, result.attempts)
+        if not result.transient:
+            raise AlertDeliveryError(
+                f"alert webhook {where} refused the alert: {result.failure} (not retried)"
             )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                    return AlertDelivery(where, response.status, attempt)
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code} {exc.reason}"
-                if exc.code != 429 and exc.code < 500:
-                    raise AlertDeliveryError(
-                        f"alert webhook {where} refused the alert: {last} (not retried)"
-                    ) from exc
-            except OSError as exc:  # URLError, timeouts, refused or reset connections
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if attempt < attempts:
-                delay = self.backoff_seconds * 2 ** (attempt - 1)
-                log.warning(
-                    f"alert webhook {where} failed ({last}); retry {attempt}/{attempts - 1} "
-                    f"in {delay:.2f}s"
-                )
-                time.sleep(delay)
         raise AlertDeliveryError(
-            f"alert webhook {where} failed {attempts} attempt(s); last error: {last}"
+            f"alert webhook {where} failed {result.attempts} attempt(s); last error: "
+            f"{result.failure}"
         )
 
 
@@ -160,10 +132,10 @@ def alert_resources() -> dict[str, AlertWebhookResource]:
     """The resources the alert sensor needs, from the environment (add them to Definitions)."""
     return {
         "alert_webhook": AlertWebhookResource(
-            # EnvVar, so that the UI shows the variable's name and not the URL (it may hold a
-            # token); only when set, because an unset EnvVar is an error at resource init.
-            url=EnvVar(ALERT_WEBHOOK_ENV) if os.environ.get(ALERT_WEBHOOK_ENV) else None,
-            ui_base_url=os.environ.get(DAGSTER_UI_URL_ENV) or None,
+            # An EnvVar when set, so the UI shows the variable's name and not the URL, which may
+            # hold a token.
+            url=settings.configured(settings.ALERT_WEBHOOK_URL),
+            ui_base_url=settings.configured(settings.DAGSTER_UI_URL),
         )
     }
 
@@ -243,7 +215,9 @@ def run_failure_alert(
     )
     delivery = alert_webhook.send(payload, log=context.log)
     if delivery is None:
-        context.log.warning(f"Alert not sent ({ALERT_WEBHOOK_ENV} is unset): {summary}")
+        context.log.warning(
+            f"Alert not sent ({settings.ALERT_WEBHOOK_URL.name} is unset): {summary}"
+        )
     else:
         context.log.info(
             f"Alert sent to {delivery.url} (HTTP {delivery.status}, {delivery.attempts} "

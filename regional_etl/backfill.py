@@ -1,10 +1,8 @@
 """Headless backfill: run the pipeline for a date range on a Dagster instance, and report.
 
 Runs are executed in this process, one after the other, so the whole backfill shares one
-SparkSession; every run is recorded on the instance and shows in the UI like any other. The
-order is the asset graph's: FX rates of the range, then one run per region over the range, then
-the daily aggregates of the dates whose four regions all succeeded. A failed range run is split
-into one run per partition, so a broken drop fails only its own partition.
+SparkSession. A failed range run is split into one run per partition, so a broken drop fails only
+its own partition.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from dagster import DagsterInstance, Definitions
 
@@ -23,13 +22,15 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 BACKFILL_TAG = "regional_etl/backfill"
 # The run logs stay complete on the instance (and in the UI); the terminal gets the progress.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+CONSOLE_WARNINGS_ONLY = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+Status = Literal["succeeded", "failed", "not_ready"]
 
 
 @dataclass
 class PartitionOutcome:
     partition: str
-    status: str  # succeeded | failed | not_ready | skipped
+    status: Status
     detail: str = ""
     run_id: str = ""
 
@@ -46,7 +47,7 @@ class BackfillReport:
             s for _, _, s in self.runs
         )
 
-    def count(self, status: str) -> int:
+    def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
 
 
@@ -80,28 +81,28 @@ def run_backfill(
     dates = date_range(start, end)
     backfill_id = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{start}-{end}"
     report = BackfillReport(backfill_id)
-    warehouse = defs.resources.get("warehouse") if defs.resources else None
-    root = landing_root or (
-        warehouse.landing() if isinstance(warehouse, WarehouseResource) else "./data/landing"
-    )
+    if landing_root is None:
+        warehouse = (defs.resources or {}).get("warehouse")
+        if not isinstance(warehouse, WarehouseResource):
+            raise ValueError("no landing_root given, and defs has no WarehouseResource 'warehouse'")
+        landing_root = str(warehouse.landing())
     partitions = [DateRegion(d, r) for d in dates for r in regions]
     total = len(partitions)
     ready: list[DateRegion] = []
     for p in partitions:
         try:
-            ready_drop(root, p)
+            ready_drop(landing_root, p)
             ready.append(p)
         except DropNotReadyError as exc:
             report.outcomes[str(p)] = PartitionOutcome(str(p), "not_ready", str(exc))
 
     def done() -> str:
-        finished = sum(1 for o in report.outcomes.values() if o.status != "skipped")
-        return f"[{finished}/{total} partitions]"
+        return f"[{len(report.outcomes)}/{total} partitions]"
 
     def execute(job_name: str, tags: dict[str, str]) -> tuple[bool, str]:
         job = defs.resolve_job_def(job_name)
         result = job.execute_in_process(
-            run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
+            run_config=CONSOLE_WARNINGS_ONLY, instance=instance, tags=tags, raise_on_error=False
         )
         report.runs.append((job_name, result.run_id, result.success))
         return result.success, result.run_id
@@ -120,8 +121,7 @@ def run_backfill(
             ready = []
 
     for region in regions:
-        mine = [p for p in ready if p.region == region]
-        for chunk in _contiguous(mine):
+        for chunk in _contiguous([p for p in ready if p.region == region]):
             first, last = str(chunk[0]), str(chunk[-1])
             ok, run_id = execute("regional_orders_job", _range_tags(first, last, backfill_id))
             if ok:
@@ -135,22 +135,14 @@ def run_backfill(
                     ok, run_id = execute(
                         "regional_orders_job", _range_tags(str(p), str(p), backfill_id)
                     )
-                    status = "succeeded" if ok else "failed"
-                    report.outcomes[str(p)] = PartitionOutcome(str(p), status, "", run_id)
+                    report.outcomes[str(p)] = PartitionOutcome(
+                        str(p), "succeeded" if ok else "failed", "", run_id
+                    )
             progress(f"{region} {chunk[0].order_date}..{chunk[-1].order_date} {done()}")
 
-    # Re-aggregate a date only when every region this backfill touched on it succeeded: the
-    # untouched regions keep what earlier runs wrote, a failed one must not reach gold.
-    complete = [
-        d
-        for d in dates
-        if all(
-            report.outcomes.get(str(DateRegion(d, r)), PartitionOutcome("", "skipped")).status
-            == "succeeded"
-            for r in regions
-        )
-    ]
-    for chunk in _contiguous_dates(complete):
+    # daily_revenue itself refuses the dates with a region missing from silver/orders.
+    updated = sorted({p.order_date for p in ready if report.outcomes[str(p)].status == "succeeded"})
+    for chunk in _contiguous_dates(updated):
         ok, run_id = execute("daily_revenue_job", _range_tags(chunk[0], chunk[-1], backfill_id))
         progress(f"daily_revenue {chunk[0]}..{chunk[-1]}: {'ok' if ok else 'FAILED'}")
     return report

@@ -1,13 +1,9 @@
-"""The quality gates: asset checks on `orders` and `daily_revenue`, and their verdicts.
-
-The numbers come from the asset's own step (one aggregation, see `transforms.gates`), so a gate
-costs one Spark job, not a scan per check. Results are emitted per partition, also inside a
-backfill range run, so one bad partition fails only itself.
-"""
+"""The quality gates: asset checks on `orders` and `daily_revenue`, their verdicts on the
+numbers of `transforms.gates`, and their results per partition (also inside a range run)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +18,6 @@ from dagster import (
     MetadataValue,
     Output,
     PartitionsDefinition,
-)
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,  # not exported at the top level
 )
 from pydantic import Field
 
@@ -166,66 +159,64 @@ def orders_verdicts(
 
 def schema_problems(actual: Any, expected: Any) -> list[str]:
     """Differences between two Spark StructTypes by column name and type (order included)."""
-    got = [(f.name, f.dataType.simpleString()) for f in actual.fields]
-    want = [(f.name, f.dataType.simpleString()) for f in expected.fields]
-    if got == want:
+    columns = [(f.name, f.dataType.simpleString()) for f in actual.fields]
+    contract = [(f.name, f.dataType.simpleString()) for f in expected.fields]
+    if columns == contract:
         return []
-    problems = [f"missing column {n} {t}" for n, t in want if n not in dict(got)]
-    problems += [f"unexpected column {n} {t}" for n, t in got if n not in dict(want)]
+    types, contract_types = dict(columns), dict(contract)
+    problems = [f"missing column {n} {t}" for n, t in contract if n not in types]
+    problems += [f"unexpected column {n} {t}" for n, t in columns if n not in contract_types]
     problems += [
-        f"column {n} is {dict(got)[n]}, contract says {t}"
-        for n, t in want
-        if n in dict(got) and dict(got)[n] != t
+        f"column {n} is {types[n]}, contract says {t}"
+        for n, t in contract
+        if n in types and types[n] != t
     ]
-    return problems or [f"column order differs: {[n for n, _ in got]}"]
+    return problems or [f"column order differs: {[n for n, _ in columns]}"]
 
 
-def check_outputs(context: AssetExecutionContext) -> Iterator[Output]:
-    """Close the step's check outputs once every per-partition evaluation was emitted.
+def partition_check_results(
+    context: AssetExecutionContext, asset: str, verdicts: Mapping[str, Iterable[Verdict]]
+) -> Iterator[AssetCheckEvaluation | Output]:
+    """The check results of every partition of the step (`verdicts` by partition key), each on
+    its own partition and aimed at that partition's latest materialization, then the step's
+    check outputs. Emit the materializations first: a blocked partition has none to aim at.
 
-    `AssetCheckResult` has no partition of its own inside a range run, so the evaluations are
-    emitted as `AssetCheckEvaluation` events (one per partition); the check outputs themselves
-    carry nothing, but Dagster requires each to be yielded.
+    Dagster 1.13 has no public API for this: `AssetCheckResult` takes no partition (it reports on
+    the step's single partition key, and on none inside a range run), and the
+    `AssetCheckEvaluation` it builds carries a target type that is not exported,
+    `AssetCheckEvaluationTargetMaterializationData`. Without a target, Dagster takes the result
+    for a stale one and `all_deps_blocking_checks_passed` never passes. The check outputs must
+    still be yielded, by output names only `AssetsDefinition.get_output_name_for_asset_check_key`
+    (not public) knows. `test_gates.py` fails when Dagster moves, so this is looked at again.
     """
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    for partition, partition_verdicts in verdicts.items():
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+        ).records
+        target = (
+            AssetCheckEvaluationTargetMaterializationData(
+                run_id=records[0].event_log_entry.run_id,
+                storage_id=records[0].storage_id,
+                timestamp=records[0].timestamp,
+            )
+            if records
+            else None
+        )
+        for v in partition_verdicts:
+            yield AssetCheckEvaluation(
+                asset_key=AssetKey(asset),
+                check_name=v.gate.name,
+                passed=v.passed,
+                metadata={"partition": partition, **v.metadata},
+                target_materialization_data=target,
+                severity=v.gate.severity,
+                blocking=v.gate.blocking,
+                partition=partition,
+                description=v.gate.description,
+            )
     for key in context.selected_asset_check_keys:
         yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
-
-
-def evaluations(
-    context: AssetExecutionContext, asset: str, partition: str, verdicts: Iterable[Verdict]
-) -> Iterator[AssetCheckEvaluation]:
-    """Per-partition check results, so a range run reports each partition on its own.
-
-    Each result names the partition's latest materialization as its target (what
-    `AssetCheckResult` does for single-partition steps): without it Dagster treats the check as
-    stale, and `all_deps_blocking_checks_passed` would never let the aggregate run. Emit the
-    partition's materialization first, then these.
-    """
-    target = _latest_materialization(context, asset, partition)
-    for v in verdicts:
-        yield AssetCheckEvaluation(
-            asset_key=AssetKey(asset),
-            check_name=v.gate.name,
-            passed=v.passed,
-            metadata={"partition": partition, **v.metadata},
-            target_materialization_data=target,
-            severity=v.gate.severity,
-            blocking=v.gate.blocking,
-            partition=partition,
-            description=v.gate.description,
-        )
-
-
-def _latest_materialization(
-    context: AssetExecutionContext, asset: str, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=records[0].event_log_entry.run_id,
-        storage_id=records[0].storage_id,
-        timestamp=records[0].timestamp,
-    )

@@ -46,9 +46,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fx_server(args: argparse.Namespace) -> int:
-    from regional_etl.fx.server import run_server
+    from regional_etl.fx.rates import history_end
+    from regional_etl.fx.server import FXServer
 
-    run_server(args.port)
+    server = FXServer(args.port)
+    print(f"FX server at {server.url} (ECB history to {history_end()})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
     return 0
 
 
@@ -80,6 +86,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from regional_etl import settings
     from regional_etl.fx.server import FXServer
 
     args.start, args.end = _date(DEMO_START), _date(DEMO_END)
@@ -87,7 +94,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _cmd_generate(args)
     # The demo starts the bundled FX service explicitly, as production would have its own.
     with FXServer() as server:
-        os.environ["REGIONAL_ETL_FX_URL"] = server.url
+        os.environ[settings.FX_URL.name] = server.url
         print(f"FX service at {server.url}")
         code = _cmd_backfill(args)
     home = os.environ.get("DAGSTER_HOME", ".")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyspark is imported lazily so that importing the contract stays cheap
@@ -79,9 +80,13 @@ def validate_date(value: str) -> str:
     return value
 
 
-def drop_dir_name(order_date: str, region: str) -> str:
-    """The landing folder of one drop, relative to the landing root."""
-    return f"region={validate_region(region)}/date={validate_date(order_date)}"
+def drop_path(landing_root: str | Path, order_date: str, region: str) -> Path:
+    """The landing folder of one drop."""
+    return (
+        Path(landing_root)
+        / f"region={validate_region(region)}"
+        / f"date={validate_date(order_date)}"
+    )
 
 
 def schema(table: Table) -> StructType:
@@ -101,11 +106,11 @@ def schema(table: Table) -> StructType:
         Table.ORDERS: [
             T.StructField("order_id", T.StringType(), False),
             T.StructField("user_id", T.StringType(), False),
-            T.StructField("amount", AMOUNT_TYPE(), False),
+            T.StructField("amount", amount_type(), False),
             T.StructField("currency", T.StringType(), False),
             T.StructField("order_ts", T.TimestampType(), False),
-            T.StructField("fx_rate", FX_RATE_TYPE(), False),
-            T.StructField("amount_usd", USD_TYPE(), False),
+            T.StructField("fx_rate", fx_rate_type(), False),
+            T.StructField("amount_usd", usd_type(), False),
             T.StructField("run_id", T.StringType(), False),
             *regional,
         ],
@@ -121,12 +126,12 @@ def schema(table: Table) -> StructType:
             *regional,
             T.StructField("orders", T.LongType(), False),
             T.StructField("users", T.LongType(), False),
-            T.StructField("revenue_usd", USD_TYPE(), False),
+            T.StructField("revenue_usd", usd_type(), False),
         ],
         Table.FX_RATES: [
             *partition,
             T.StructField("currency", T.StringType(), False),
-            T.StructField("usd_per_unit", FX_RATE_TYPE(), False),
+            T.StructField("usd_per_unit", fx_rate_type(), False),
         ],
     }
     return T.StructType(fields[table])
@@ -151,13 +156,13 @@ def _decimal(precision: int, scale: int) -> DecimalType:
     return DecimalType(precision, scale)
 
 
-def AMOUNT_TYPE() -> DecimalType:
+def amount_type() -> DecimalType:
     return _decimal(AMOUNT_PRECISION, AMOUNT_SCALE)
 
 
-def FX_RATE_TYPE() -> DecimalType:
+def fx_rate_type() -> DecimalType:
     return _decimal(FX_PRECISION, FX_SCALE)
 
 
-def USD_TYPE() -> DecimalType:
+def usd_type() -> DecimalType:
     return _decimal(USD_PRECISION, USD_SCALE)

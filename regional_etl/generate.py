@@ -34,7 +34,7 @@ from regional_etl.contract import (
     REGIONS,
     SUCCESS_MARKER,
     Reason,
-    drop_dir_name,
+    drop_path,
     validate_region,
 )
 
@@ -58,7 +58,6 @@ _ZULU_SHARE = 0.5
 _SECONDS_PER_DAY = 86_400
 
 DUPLICATE_RATE = 0.01
-DUPLICATE_KINDS: tuple[str, ...] = ("exact", "late")
 
 # Share of a drop's lines injected per rejection reason when anomalies=True. Variants are dealt
 # round-robin, so a drop of 200 lines or more holds every variant of every reason.
@@ -134,11 +133,6 @@ class GenerateSummary:
         raise KeyError(wanted)
 
 
-def drop_dir(root: Path, order_date: date | str, region: str) -> Path:
-    """The folder of one drop under the landing root (validated against the contract)."""
-    return Path(root) / drop_dir_name(str(order_date), region)
-
-
 def write_drop(
     root: Path,
     order_date: date | str,
@@ -160,7 +154,7 @@ def write_drop(
         # Spark's line reader splits on \r as well as \n: either would silently add lines.
         if "\n" in line or "\r" in line:
             raise ValueError(f"line {number} contains a line break")
-    directory = drop_dir(root, order_date, region)
+    directory = drop_path(root, str(order_date), region)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name
     _write_atomically(path, lines)
@@ -300,7 +294,8 @@ def _interleave(lines: list[str], after: dict[int, list[str]]) -> list[str]:
 
 
 def _order_line(order_id: str, user_id: str, amount_text: str, currency: str, ts: str) -> str:
-    # Formatted by hand rather than json.dumps: ~3x faster, and every value is plain ASCII.
+    # Formatted by hand rather than with json.dumps: it runs once per line, and every value is
+    # plain ASCII that needs no escaping.
     return (
         f'{{"order_id": "{order_id}", "user_id": "{user_id}", "amount": {amount_text}, '
         f'"currency": "{currency}", "order_ts": "{ts}"}}'
@@ -379,7 +374,7 @@ def _region_code(region: str) -> str:
 def _replace_drop(
     root: Path, day: date, region: str, lines: list[str], files_per_drop: int
 ) -> tuple[Path, ...]:
-    directory = drop_dir(root, day, region)
+    directory = drop_path(root, day.isoformat(), region)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SUCCESS_MARKER).unlink(missing_ok=True)
     chunks = _split(lines, files_per_drop)

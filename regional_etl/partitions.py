@@ -6,8 +6,6 @@ dimensions by name: ``date`` then ``region``).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dagster import (
@@ -15,24 +13,37 @@ from dagster import (
     DailyPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
     StaticPartitionsDefinition,
 )
 
+from regional_etl import settings
 from regional_etl.contract import REGIONS, validate_date, validate_region
+from regional_etl.settings import Setting
 
 DATE_DIM = "date"
 REGION_DIM = "region"
 
-# The first day the pipeline knows about; backfills reach back to here.
-START_DATE = os.environ.get("REGIONAL_ETL_START_DATE", "2024-01-01")
-# The daily job's own time zone decides what "yesterday" is for the schedule.
-TIMEZONE = os.environ.get("REGIONAL_ETL_TIMEZONE", "UTC")
 
-daily_partitions = DailyPartitionsDefinition(start_date=START_DATE, timezone=TIMEZONE)
+def _with_default(setting: Setting) -> str:
+    value = setting.get()
+    if value is None:
+        raise ValueError(f"{setting.name} has no value and no default")
+    return value
+
+
+# The partition definitions are built on import, so these two settings are read then.
+daily_partitions = DailyPartitionsDefinition(
+    start_date=_with_default(settings.START_DATE), timezone=_with_default(settings.TIMEZONE)
+)
 region_partitions = StaticPartitionsDefinition(list(REGIONS))
 date_region_partitions = MultiPartitionsDefinition(
     {DATE_DIM: daily_partitions, REGION_DIM: region_partitions}
 )
+
+# A (date, region) partition and the daily partition of its date: every region of a date
+# converts with that date's FX rates, and a date's revenue needs all the regions of that date.
+SAME_DATE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIM)
 
 
 @dataclass(frozen=True, order=True)
@@ -45,10 +56,6 @@ class DateRegion:
     def __post_init__(self) -> None:
         validate_date(self.order_date)
         validate_region(self.region)
-
-    @property
-    def key(self) -> MultiPartitionKey:
-        return MultiPartitionKey({DATE_DIM: self.order_date, REGION_DIM: self.region})
 
     def __str__(self) -> str:
         return f"{self.order_date}|{self.region}"
@@ -63,11 +70,6 @@ def parse_date_region(key: str) -> DateRegion:
     if len(parts) != 2:
         raise ValueError(f"invalid partition key {key!r}: expected 'YYYY-MM-DD|<region>'")
     return DateRegion(parts[0], parts[1])
-
-
-def date_region_keys(dates: Iterable[str], regions: Iterable[str] = REGIONS) -> list[str]:
-    regions = list(regions)
-    return [str(DateRegion(d, r).key) for d in dates for r in regions]
 
 
 def run_date_regions(context: AssetExecutionContext) -> list[DateRegion]:

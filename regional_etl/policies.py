@@ -1,16 +1,8 @@
 """Step retry policies: exponential backoff with jitter for steps that touch flaky dependencies.
 
-Limits come from the environment, read when a policy is built (the module constants are built at
-import, so set the variables before the code location loads):
-
-| variable | default | meaning |
-| --- | --- | --- |
-| `REGIONAL_ETL_FX_STEP_RETRIES` | 3 | step retries of `fx_rates` after a transient FX failure |
-| `REGIONAL_ETL_FX_STEP_RETRY_DELAY_SECONDS` | 5 | base delay `d` (seconds, may be fractional) |
-| `REGIONAL_ETL_LANDING_STEP_RETRIES` | 2 | step retries of `raw_orders` |
-| `REGIONAL_ETL_LANDING_STEP_RETRY_DELAY_SECONDS` | 2 | base delay `d` |
-
-Dagster's exponential backoff waits `(2**n - 1) * d` before retry n, plus or minus up to `d` of
+Limits come from `regional_etl.settings` (`REGIONAL_ETL_{FX,LANDING,UPSTREAM}_STEP_RETRIES` and
+`..._STEP_RETRY_DELAY_SECONDS`), read when a policy is built; the assets build theirs when the
+code location loads. Dagster waits `(2**n - 1) * d` before retry n, plus or minus up to `d` of
 jitter: with the FX defaults 0-10 s, 10-20 s, then 30-40 s.
 
 A step raising `Failure(allow_retries=False)` is never retried whatever the policy says: that is
@@ -20,47 +12,31 @@ how bad input, an open circuit breaker or a 4xx fail at once.
 from __future__ import annotations
 
 import math
-import os
 
 from dagster import Backoff, Jitter, RetryPolicy
 
-FX_RETRIES_ENV = "REGIONAL_ETL_FX_STEP_RETRIES"
-FX_DELAY_ENV = "REGIONAL_ETL_FX_STEP_RETRY_DELAY_SECONDS"
-LANDING_RETRIES_ENV = "REGIONAL_ETL_LANDING_STEP_RETRIES"
-LANDING_DELAY_ENV = "REGIONAL_ETL_LANDING_STEP_RETRY_DELAY_SECONDS"
+from regional_etl import settings
+from regional_etl.settings import Setting
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+def _number(setting: Setting, kind: type[int] | type[float]) -> int | float:
+    raw = setting.get() or ""
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a whole number of retries") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r}: must be >= 0")
-    return value
-
-
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
+        raise ValueError(f"{setting.name}={raw!r}: expected a number ({kind.__name__})") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={raw!r}: must be a finite number >= 0")
+        raise ValueError(f"{setting.name}={raw!r}: must be a finite number >= 0")
     return value
 
 
-def backoff_policy(max_retries: int, delay_seconds: float) -> RetryPolicy:
-    """`max_retries` step retries, exponential backoff from `delay_seconds`, +/- jitter."""
+def _policy(
+    retries: Setting, delay: Setting, max_retries: int | None, delay_seconds: float | None
+) -> RetryPolicy:
+    """Arguments override the settings (tests pass tiny delays)."""
     return RetryPolicy(
-        max_retries=max_retries,
-        delay=delay_seconds,
+        max_retries=int(_number(retries, int)) if max_retries is None else max_retries,
+        delay=_number(delay, float) if delay_seconds is None else delay_seconds,
         backoff=Backoff.EXPONENTIAL,
         jitter=Jitter.PLUS_MINUS,
     )
@@ -69,15 +45,11 @@ def backoff_policy(max_retries: int, delay_seconds: float) -> RetryPolicy:
 def fx_retry_policy(
     max_retries: int | None = None, delay_seconds: float | None = None
 ) -> RetryPolicy:
-    """For steps calling the FX service; arguments override the environment (tests pass tiny
-    delays).
-
-    The FX client already retries single HTTP calls within seconds; a step retry covers what
-    outlives those (a service restart, a rate-limit window), so its delay starts larger.
-    """
-    return backoff_policy(
-        _env_int(FX_RETRIES_ENV, 3) if max_retries is None else max_retries,
-        _env_seconds(FX_DELAY_ENV, 5.0) if delay_seconds is None else delay_seconds,
+    """For steps calling the FX service. Its client already retries single HTTP calls within
+    seconds; a step retry covers what outlives those (a restart, a rate-limit window), so its
+    delay starts larger."""
+    return _policy(
+        settings.FX_STEP_RETRIES, settings.FX_STEP_RETRY_DELAY, max_retries, delay_seconds
     )
 
 
@@ -87,17 +59,9 @@ def landing_retry_policy(
     """For steps reading the landing zone, which fails transiently on network file systems and
     object stores. An incomplete drop is not transient: those steps raise
     `Failure(allow_retries=False)`."""
-    return backoff_policy(
-        _env_int(LANDING_RETRIES_ENV, 2) if max_retries is None else max_retries,
-        _env_seconds(LANDING_DELAY_ENV, 2.0) if delay_seconds is None else delay_seconds,
+    return _policy(
+        settings.LANDING_STEP_RETRIES, settings.LANDING_STEP_RETRY_DELAY, max_retries, delay_seconds
     )
-
-
-FX_RETRY_POLICY = fx_retry_policy()
-LANDING_RETRY_POLICY = landing_retry_policy()
-
-UPSTREAM_RETRIES_ENV = "REGIONAL_ETL_UPSTREAM_STEP_RETRIES"
-UPSTREAM_DELAY_ENV = "REGIONAL_ETL_UPSTREAM_STEP_RETRY_DELAY_SECONDS"
 
 
 def upstream_retry_policy(
@@ -105,10 +69,15 @@ def upstream_retry_policy(
 ) -> RetryPolicy:
     """For `orders`, whose FX rates may still be on their way: the landing sensor launches the
     FX run of a new date next to its regional runs, so a missing rate is usually minutes away."""
-    return backoff_policy(
-        _env_int(UPSTREAM_RETRIES_ENV, 3) if max_retries is None else max_retries,
-        _env_seconds(UPSTREAM_DELAY_ENV, 20.0) if delay_seconds is None else delay_seconds,
+    return _policy(
+        settings.UPSTREAM_STEP_RETRIES,
+        settings.UPSTREAM_STEP_RETRY_DELAY,
+        max_retries,
+        delay_seconds,
     )
 
 
+# The assets' policies, built when the code location loads (Dagster needs them on the definition).
+FX_RETRY_POLICY = fx_retry_policy()
+LANDING_RETRY_POLICY = landing_retry_policy()
 UPSTREAM_RETRY_POLICY = upstream_retry_policy()

@@ -165,12 +165,17 @@ def describe(state: ServerState) -> dict[str, object]:
     }
 
 
-def server_command(port: int) -> list[str]:
-    """The spark-submit command line of the Connect server, with the Delta jars from set-up."""
+def server_command(port: int, master: str = "local[*]") -> list[str]:
+    """The spark-submit command line of a Connect server with the Delta jars from set-up.
+
+    `master` other than local runs the same server as the driver of a cluster (for example a
+    standalone `spark://host:port`); `--jars` then also ships the Delta jars to the executors.
+    """
     from regional_etl.jars import resolved_jars
 
     conf = {
         **SERVER_CONF,
+        "spark.master": master,
         "spark.connect.grpc.binding.port": str(port),
         "spark.driver.memory": settings.SPARK_DRIVER_MEMORY.get() or "2g",
         **_extra_conf(),

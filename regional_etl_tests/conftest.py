@@ -14,10 +14,11 @@ from dagster import DagsterInstance, Definitions, instance_for_test
 from regional_etl import spark_server
 from regional_etl.checks import QualityGateResource
 from regional_etl.definitions import build_definitions
-from regional_etl.fx.server import FaultConfig, FXServer
+from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl_tests.fx_faults import FaultyFXServer
 
 # Tiny partitions: two shuffle partitions are plenty and keep task scheduling cheap.
 TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2"}
@@ -54,16 +55,15 @@ FAST_FX_CLIENT: dict[str, Any] = {
 
 @pytest.fixture(scope="session")
 def pipeline_fx_server() -> Iterator[FXServer]:
-    """One fault-free FX server for the pipeline tests."""
-    # Explicit empty faults: REGIONAL_ETL_FX_FAULT_* in the developer's shell must not leak in.
-    with FXServer(faults=FaultConfig()) as server:
+    """The product's FX server, shared by the pipeline tests."""
+    with FXServer() as server:
         yield server
 
 
 @pytest.fixture
-def fx_server() -> Iterator[FXServer]:
-    """A server for this test only, so the faults a test injects never reach another test."""
-    with FXServer(faults=FaultConfig()) as server:
+def fx_server() -> Iterator[FaultyFXServer]:
+    """A fault-injecting server for this test only, so its faults never reach another test."""
+    with FaultyFXServer() as server:
         yield server
 
 

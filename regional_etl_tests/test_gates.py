@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import inspect
 import io
 import json
 from decimal import Decimal
 
+import dagster
 import pytest
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
     DagsterEventType,
@@ -251,3 +254,24 @@ def test_a_too_small_partition_blocks_only_its_date_until_fixed(
     assert (
         _check_results(instance, "daily_revenue")[("2024-03-08", "totals_match_orders")][-1] is True
     )
+
+
+def test_per_partition_check_results_still_need_dagster_internals() -> None:
+    """`checks.partition_check_results` reaches into Dagster because 1.13 has no public way to
+    report a check on one partition of a range run. When this fails, Dagster moved: see whether
+    `AssetCheckResult` now takes a partition or the target type is exported, and drop the private
+    use; else check that the private names below still mean what that function expects."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+    from dagster._core.definitions.assets.definition.assets_definition import AssetsDefinition
+
+    assert dagster.__version__ == "1.13.27", "Dagster upgraded: re-check partition_check_results"
+    assert "partition" not in inspect.signature(AssetCheckResult).parameters
+    assert not hasattr(dagster, "AssetCheckEvaluationTargetMaterializationData")
+    assert set(AssetCheckEvaluationTargetMaterializationData.__annotations__) == {
+        "storage_id",
+        "run_id",
+        "timestamp",
+    }
+    assert hasattr(AssetsDefinition, "get_output_name_for_asset_check_key")

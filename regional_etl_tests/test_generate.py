@@ -24,6 +24,7 @@ from regional_etl.contract import (
     SUCCESS_MARKER,
     ContractError,
     Reason,
+    drop_path,
 )
 from regional_etl.generate import (
     AMOUNT_MEDIAN,
@@ -32,7 +33,6 @@ from regional_etl.generate import (
     DropSummary,
     GenerateSummary,
     build_drop,
-    drop_dir,
     generate_landing,
     write_drop,
 )
@@ -151,7 +151,7 @@ def test_layout_is_the_landing_contract(clean: GenerateSummary) -> None:
         (day, region) for day in days for region in REGIONS
     ]
     for drop in clean.drops:
-        directory = drop_dir(clean.root, drop.order_date, drop.region)
+        directory = drop_path(clean.root, drop.order_date, drop.region)
         assert directory == clean.root / f"region={drop.region}" / f"date={drop.order_date}"
         assert (directory / SUCCESS_MARKER).read_bytes() == b""
         data = sorted(p for p in directory.iterdir() if p.name != SUCCESS_MARKER)
@@ -264,7 +264,7 @@ def test_regenerating_a_drop_replaces_its_files(tmp_path: Path) -> None:
     first = generate_landing(tmp_path, START, START, rows=50, regions=["us-east"], files_per_drop=3)
     again = generate_landing(tmp_path, START, START, rows=50, regions=["us-east"], files_per_drop=2)
 
-    directory = drop_dir(tmp_path, START, "us-east")
+    directory = drop_path(tmp_path, START.isoformat(), "us-east")
     assert len(first.paths) == 3
     assert set(directory.iterdir()) == {*again.paths, directory / SUCCESS_MARKER}
     assert sum(len(_lines(p)) for p in again.paths) == 50
@@ -274,7 +274,7 @@ def test_an_empty_drop_still_has_a_file_and_a_marker(tmp_path: Path) -> None:
     summary = generate_landing(tmp_path, START, START, rows=0, regions=["eu-west"])
 
     assert [p.read_bytes() for p in summary.paths] == [b""]
-    assert (drop_dir(tmp_path, START, "eu-west") / SUCCESS_MARKER).exists()
+    assert (drop_path(tmp_path, START.isoformat(), "eu-west") / SUCCESS_MARKER).exists()
 
 
 def test_write_drop_writes_the_file_then_the_marker(tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_write_drop_writes_the_file_then_the_marker(tmp_path: Path) -> None:
 
     second = write_drop(tmp_path, "2024-03-01", "us-west", lines[1:], file_name="b.jsonl")
 
-    assert first.parent == second.parent == drop_dir(tmp_path, START, "us-west")
+    assert first.parent == second.parent == drop_path(tmp_path, START.isoformat(), "us-west")
     assert first.read_text() == lines[0] + "\n"
     assert second.read_text() == lines[1] + "\n"
     assert marker.read_bytes() == b""

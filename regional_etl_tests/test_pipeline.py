@@ -68,10 +68,10 @@ def test_full_materialization_matches_the_contract(
         for region in REGIONS:
             want = expected_partition(landed.landing, date, region)
 
-            def mine(table: list[dict], day=day, region=region) -> list[dict]:
+            def of_partition(table: list[dict], day=day, region=region) -> list[dict]:
                 return [r for r in table if r["order_date"] == day and r["region"] == region]
 
-            got_bronze = mine(bronze)
+            got_bronze = of_partition(bronze)
             assert len(got_bronze) == want.lines
             got_orders = {
                 r["order_id"]: (
@@ -82,17 +82,19 @@ def test_full_materialization_matches_the_contract(
                     r["fx_rate"],
                     r["amount_usd"],
                 )
-                for r in mine(silver)
+                for r in of_partition(silver)
             }
-            assert len(got_orders) == len(mine(silver)), "order_id unique per partition"
+            assert len(got_orders) == len(of_partition(silver)), "order_id unique per partition"
             assert got_orders == want.orders
-            got_q = {(r["source_file"], r["line_number"]): r["reason"] for r in mine(quarantine)}
+            got_q = {
+                (r["source_file"], r["line_number"]): r["reason"] for r in of_partition(quarantine)
+            }
             assert got_q == want.quarantine
             # Nothing silently dropped: every landing line is an order or a quarantine row.
             assert len(got_orders) + len(got_q) == want.lines == len(got_bronze)
             assert {"malformed", "duplicate", "invalid_amount"} <= set(want.reasons)
 
-            day_rev = mine(revenue)
+            day_rev = of_partition(revenue)
             assert len(day_rev) == 1
             assert day_rev[0]["orders"] == len(want.orders)
             assert day_rev[0]["users"] == len({o[0] for o in want.orders.values()})
@@ -179,3 +181,54 @@ def test_a_drop_without_success_marker_fails_clearly(pipeline: Pipeline, instanc
     assert not (pipeline.warehouse / "bronze" / "raw_orders").exists() or not rows(
         pipeline.resources["spark"].spark_session, pipeline.table("bronze/raw_orders")
     )
+
+
+def test_run_silver_publishes_passing_partitions_and_empties_blocked_ones(spark, tmp_path) -> None:
+    """The silver step without Dagster: write-audit-publish on real Delta tables."""
+    from regional_etl.checks import QualityGateResource
+    from regional_etl.contract import Table, schema
+    from regional_etl.io.delta import daily_predicate, replace_partitions
+    from regional_etl.io.landing import read_drops, ready_drop
+    from regional_etl.partitions import DateRegion
+    from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver, write_bronze
+    from regional_etl.resources.warehouse import WarehouseResource
+
+    day = dt.date.fromisoformat(DATES[0])
+    warehouse = WarehouseResource(
+        landing_root=str(tmp_path / "landing"), warehouse_root=str(tmp_path / "warehouse")
+    )
+    generate_landing(warehouse.landing(), day, day, rows=40, seed=3, regions=["us-east"])
+    small = '{"order_id": "S", "user_id": "u", "amount": 5, "currency": "EUR", '
+    small += '"order_ts": "2024-03-08T10:00:00Z"}'
+    write_drop(warehouse.landing(), DATES[0], "eu-west", [small])
+    partitions = [DateRegion(DATES[0], "eu-west"), DateRegion(DATES[0], "us-east")]
+    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
+    lines = read_drops(spark, warehouse.landing(), drops)
+    assert write_bronze(lines, warehouse, partitions, "run-1").rows == 41
+    bronze = read_bronze(spark, warehouse, partitions)
+    gates = QualityGateResource(min_rows=10, max_quarantine_ratio=0.5)
+
+    fx_rows = [(day, currency, Decimal("1.1")) for currency in ("EUR", "INR", "USD")]
+    fx_path = warehouse.table(Table.FX_RATES)
+    fx = spark.createDataFrame(fx_rows, schema(Table.FX_RATES))
+    replace_partitions(fx.where("false"), fx_path, Table.FX_RATES, "true", "run-0")
+    with pytest.raises(MissingFXRatesError):
+        run_silver(bronze, warehouse, partitions, "run-1", gates)
+    replace_partitions(fx, fx_path, Table.FX_RATES, daily_predicate(DATES[:1]), "run-1")
+
+    steps: list[str] = []
+    run = run_silver(bronze, warehouse, partitions, "run-1", gates, after_step=steps.append)
+    assert steps == [
+        "fx presence check",
+        "classify + convert + cache + gate",
+        "write orders",
+        "write quarantine",
+    ]
+    assert run.blocked == [DateRegion(DATES[0], "eu-west")]
+    assert run.stats[DateRegion(DATES[0], "eu-west")].orders == 1
+    us_east = run.stats[DateRegion(DATES[0], "us-east")]
+    assert us_east.landing_lines == us_east.lines == 40
+    silver = rows(spark, run.orders.path)
+    assert {r["region"] for r in silver} == {"us-east"}
+    assert len(silver) == us_east.orders == run.orders.rows
+    assert len(rows(spark, run.quarantine.path)) == us_east.quarantined

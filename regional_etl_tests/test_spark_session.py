@@ -43,7 +43,7 @@ def test_every_resource_reaches_the_same_server(spark_server_state) -> None:
     one, two = SparkResource(), SparkResource()
     assert one.url() == two.url() == spark_server_state.url
     assert one.spark_session.range(3).count() == 3
-    assert spark_server.describe(spark_server_state)["sessions"] >= 1
+    assert spark_server.connected_clients(spark_server_state.port) >= 1
 
 
 def _listening_addresses(pid: int) -> list[tuple[str, int]]:

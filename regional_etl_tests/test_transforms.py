@@ -174,3 +174,20 @@ def test_outputs_have_the_contract_columns(spark, tmp_path) -> None:
     assert quarantine.columns == schema(Table.ORDERS_QUARANTINE).fieldNames()
     assert [r.reason for r in quarantine.collect()] == ["malformed"]
     assert orders.collect()[0].amount_usd == Decimal("10.85")
+
+
+def test_silver_frames_split_every_line_into_orders_or_quarantine(spark, tmp_path) -> None:
+    from regional_etl.transforms.silver import silver_frames
+
+    write_drop(tmp_path, DAY, "eu-west", [line(), line(), line(order_id="B2"), "bad"])
+    bronze = read_drops(spark, tmp_path, [ready_drop(tmp_path, DateRegion(DAY, "eu-west"))])
+    fx = spark.createDataFrame(
+        [(dt.date(2024, 3, 8), "EUR", Decimal("1.0850000000"))], schema(Table.FX_RATES)
+    )
+    frames = silver_frames(bronze, fx, "run-1")
+    assert frames.orders.columns == schema(Table.ORDERS).fieldNames()
+    assert sorted(r.order_id for r in frames.orders.collect()) == ["A1", "B2"]
+    assert sorted(r.reason for r in frames.quarantine.collect()) == ["duplicate", "malformed"]
+    [stats] = frames.gate_stats.collect()
+    assert (stats.lines, stats.orders, stats.quarantined) == (4, 2, 2)
+    assert stats.distinct_order_ids == 2

@@ -10,9 +10,9 @@ from dagster import (
 )
 
 from regional_etl.contract import Table
-from regional_etl.io.delta import regional_predicate, replace_partitions
 from regional_etl.io.landing import DropNotReadyError, count_lines, read_drops, ready_drop
 from regional_etl.partitions import date_region_partitions, run_date_regions
+from regional_etl.pipeline import write_bronze
 from regional_etl.policies import LANDING_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
@@ -35,22 +35,12 @@ def raw_orders(
     the path and is never half-ingested. Table: `bronze/raw_orders` by `order_date`, `region`.
     """
     partitions = run_date_regions(context)
-    root = warehouse.landing()
     try:
-        drops = [ready_drop(root, p) for p in partitions]
+        drops = [ready_drop(warehouse.landing(), p) for p in partitions]
     except DropNotReadyError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
-
-    from pyspark.sql import functions as F
-
-    lines = read_drops(spark.spark_session, root, drops).withColumn("run_id", F.lit(context.run_id))
-    result = replace_partitions(
-        lines,
-        warehouse.table(Table.RAW_ORDERS),
-        Table.RAW_ORDERS,
-        regional_predicate(partitions),
-        context.run_id,
-    )
+    lines = read_drops(spark.spark_session, warehouse.landing(), drops)
+    result = write_bronze(lines, warehouse, partitions, context.run_id)
     landing_lines = count_lines(drops)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.

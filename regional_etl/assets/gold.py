@@ -1,31 +1,39 @@
 """Gold: daily revenue per region, the fan-in of all four regions of a date."""
 
+from decimal import Decimal
+
 from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetMaterialization,
+    AutomationCondition,
     BackfillPolicy,
     Failure,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     asset,
 )
 
-from regional_etl.automation.conditions import DAILY_REVENUE_CONDITION
-from regional_etl.checks import REVENUE_GATES, Verdict, check_outputs, evaluations
+from regional_etl.checks import REVENUE_GATES, Verdict, partition_check_results
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
-from regional_etl.partitions import DATE_DIM, daily_partitions, run_dates
+from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.transforms.revenue import daily_revenue as aggregate_revenue
 
-ALL_REGIONS_OF_DATE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIM)
+# When automation requests a date: after any region of it is re-materialized, history included
+# (`eager()` alone looks only at the latest time window), and only once every region of the date
+# passed its blocking gates. The asset itself refuses a date with a region missing, whoever
+# launches it.
+DAILY_REVENUE_CONDITION = (
+    AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
+    & AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("all regions of the date updated and gated")
 
 
 @asset(
     partitions_def=daily_partitions,
-    deps=[AssetDep("orders", partition_mapping=ALL_REGIONS_OF_DATE)],
+    deps=[AssetDep("orders", partition_mapping=SAME_DATE)],
     group_name="gold",
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"spark", "delta"},
@@ -49,13 +57,13 @@ def daily_revenue(
     # One aggregation; the result is tiny (four rows a date), so it is collected and reused for
     # the write and for the totals check instead of being recomputed.
     expected = aggregate_revenue(orders).collect()
-    by_date: dict[str, dict[str, tuple]] = {d: {} for d in dates}
-    for r in expected:
-        by_date[str(r["order_date"])][r["region"]] = (r["orders"], r["users"], r["revenue_usd"])
-    complete = [d for d in dates if set(by_date[d]) == set(REGIONS)]
-    blocked = {d: sorted(set(REGIONS) - set(by_date[d])) for d in dates if d not in complete}
+    expected_by_date = _by_date_and_region(expected, dates)
+    complete = [d for d in dates if set(expected_by_date[d]) == set(REGIONS)]
+    blocked = {
+        d: sorted(set(REGIONS) - set(expected_by_date[d])) for d in dates if d not in complete
+    }
 
-    result = None
+    written_by_date = _by_date_and_region([], complete)
     if complete:
         rows = [r for r in expected if str(r["order_date"]) in complete]
         frame = session.createDataFrame(rows, schema(Table.DAILY_REVENUE)).coalesce(1)
@@ -67,49 +75,51 @@ def daily_revenue(
             context.run_id,
         )
         written = read_table(session, result.path).where(daily_predicate(complete)).collect()
-    else:
-        written = []
-    got: dict[str, dict[str, tuple]] = {d: {} for d in complete}
-    for r in written:
-        got[str(r["order_date"])][r["region"]] = (r["orders"], r["users"], r["revenue_usd"])
-
-    gates = REVENUE_GATES
-    for d in dates:
-        missing = blocked.get(d, [])
-        verdicts = [
-            Verdict(
-                gates["all_regions_present"],
-                not missing,
-                {"missing_regions": MetadataValue.json(missing), "regions": len(by_date[d])},
-            )
-        ]
-        if d in complete:
-            diffs = {
-                region: {"gold": str(got[d].get(region)), "orders": str(want)}
-                for region, want in by_date[d].items()
-                if got[d].get(region) != want
-            }
-            total = sum((v[2] for v in by_date[d].values()), start=0)
-            verdicts.append(
-                Verdict(
-                    gates["totals_match_orders"],
-                    not diffs and len(got[d]) == len(REGIONS),
-                    {"differences": MetadataValue.json(diffs), "revenue_usd": float(total)},
-                )
-            )
-        if d in complete and result is not None:
+        written_by_date = _by_date_and_region(written, complete)
+        for d in complete:
             yield AssetMaterialization(
                 "daily_revenue",
                 partition=d,
                 metadata={
-                    "orders": MetadataValue.int(sum(v[0] for v in by_date[d].values())),
-                    "revenue_usd": MetadataValue.float(float(total)),
+                    "orders": MetadataValue.int(sum(v[0] for v in expected_by_date[d].values())),
+                    "revenue_usd": MetadataValue.float(float(_revenue(expected_by_date[d]))),
                     "delta_version": MetadataValue.int(result.version),
                     "path": MetadataValue.path(result.path),
                 },
             )
-        yield from evaluations(context, "daily_revenue", d, verdicts)
-    yield from check_outputs(context)
+
+    gates = REVENUE_GATES
+    verdicts: dict[str, list[Verdict]] = {}
+    for d in dates:
+        missing = blocked.get(d, [])
+        verdicts[d] = [
+            Verdict(
+                gates["all_regions_present"],
+                not missing,
+                {
+                    "missing_regions": MetadataValue.json(missing),
+                    "regions": len(expected_by_date[d]),
+                },
+            )
+        ]
+        if d in complete:
+            written_d, expected_d = written_by_date[d], expected_by_date[d]
+            diffs = {
+                region: {"gold": str(written_d.get(region)), "orders": str(want)}
+                for region, want in expected_d.items()
+                if written_d.get(region) != want
+            }
+            verdicts[d].append(
+                Verdict(
+                    gates["totals_match_orders"],
+                    not diffs and len(written_d) == len(REGIONS),
+                    {
+                        "differences": MetadataValue.json(diffs),
+                        "revenue_usd": float(_revenue(expected_d)),
+                    },
+                )
+            )
+    yield from partition_check_results(context, "daily_revenue", verdicts)
     if blocked:
         raise Failure(
             description="daily_revenue not materialized for dates with regions that have no "
@@ -117,3 +127,15 @@ def daily_revenue(
             metadata={"blocked": MetadataValue.json(blocked)},
             allow_retries=False,
         )
+
+
+def _by_date_and_region(rows: list, dates: list[str]) -> dict[str, dict[str, tuple]]:
+    """(orders, users, revenue_usd) by date, then region, of daily_revenue rows."""
+    by_date: dict[str, dict[str, tuple]] = {d: {} for d in dates}
+    for r in rows:
+        by_date[str(r["order_date"])][r["region"]] = (r["orders"], r["users"], r["revenue_usd"])
+    return by_date
+
+
+def _revenue(by_region: dict[str, tuple]) -> Decimal | int:
+    return sum((v[2] for v in by_region.values()), start=0)

@@ -1,11 +1,4 @@
-"""Silver: valid, deduplicated orders in USD, and every rejected line with its reason.
-
-Write-audit-publish per partition: the quality gates run on the step's own data before anything
-is published. A partition that fails a blocking gate is quarantined as a whole: its orders are
-not published (its silver partition is emptied, so no reader and no aggregate sees it), its
-lines stay in bronze and the failed checks say why. Line-level rejects go to
-`orders_quarantine` either way.
-"""
+"""Silver: valid, deduplicated orders in USD, and every rejected line with its reason."""
 
 from dagster import (
     AssetDep,
@@ -15,47 +8,23 @@ from dagster import (
     BackfillPolicy,
     Failure,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     multi_asset,
 )
 
-from regional_etl.checks import (
-    ORDERS_GATES,
-    QualityGateResource,
-    check_outputs,
-    evaluations,
-    orders_verdicts,
-    schema_problems,
-)
-from regional_etl.contract import Table, schema
-from regional_etl.io.delta import (
-    daily_predicate,
-    read_table,
-    regional_predicate,
-    replace_partitions,
-)
-from regional_etl.io.landing import DropNotReadyError, count_lines, ready_drop
-from regional_etl.partitions import (
-    DATE_DIM,
-    DateRegion,
-    date_region_partitions,
-    run_date_regions,
-)
+from regional_etl.checks import ORDERS_GATES, QualityGateResource, partition_check_results
+from regional_etl.contract import Table
+from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
+from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver
 from regional_etl.policies import UPSTREAM_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
-from regional_etl.transforms.gates import PartitionStats, gate_stats
-from regional_etl.transforms.orders import classify, convert, quarantine_rows, valid_orders
-
-# Every region of a date converts with that date's rates: the cross-region dependency.
-FX_BY_DATE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIM)
 
 
 @multi_asset(
     specs=[
         AssetSpec(
             "orders",
-            deps=[AssetDep("raw_orders"), AssetDep("fx_rates", partition_mapping=FX_BY_DATE)],
+            deps=[AssetDep("raw_orders"), AssetDep("fx_rates", partition_mapping=SAME_DATE)],
             group_name="silver",
             kinds={"spark", "delta"},
             metadata={"delta_table": Table.ORDERS.value},
@@ -87,92 +56,52 @@ def orders(
     warehouse: WarehouseResource,
     quality_gates: QualityGateResource,
 ):
-    """Parse, validate, deduplicate, convert and gate one (date, region) drop or a range."""
-    from pyspark import StorageLevel
+    """Parse, validate, deduplicate, convert and gate one (date, region) drop or a range.
 
-    session = spark.spark_session
+    Write-audit-publish per partition: a partition that fails a blocking gate is not published
+    (its silver partition is emptied) and the failed checks say why; its line-level rejects go to
+    `orders_quarantine` either way.
+    """
     partitions = run_date_regions(context)
-    dates = sorted({p.order_date for p in partitions})
-    bronze = read_table(session, warehouse.table(Table.RAW_ORDERS)).where(
-        regional_predicate(partitions)
-    )
-    fx = read_table(session, warehouse.table(Table.FX_RATES)).where(daily_predicate(dates))
-    have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
-    missing_fx = sorted(set(dates) - have_fx)
-    if missing_fx:
+    bronze = read_bronze(spark.spark_session, warehouse, partitions)
+    try:
+        run = run_silver(bronze, warehouse, partitions, context.run_id, quality_gates)
+    except MissingFXRatesError as exc:
         raise Failure(
-            description=f"no fx_rates for {', '.join(missing_fx)}: materialize fx_rates first "
+            description=f"{exc}: materialize fx_rates first "
             "(retried: an fx_rates run may still be writing them)",
             allow_retries=True,
-        )
-
-    # Classification, conversion and the gate numbers all come from one pass over bronze.
-    converted = convert(classify(bronze.drop("run_id")), fx).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        stats = _stats_by_partition(converted, partitions, warehouse.landing())
-        out = valid_orders(converted, context.run_id)
-        problems = schema_problems(out.schema, schema(Table.ORDERS))
-        verdicts = {p: orders_verdicts(stats[p], problems, quality_gates) for p in partitions}
-        published = [p for p in partitions if not any(v.blocks for v in verdicts[p])]
-        blocked = [p for p in partitions if p not in published]
-
-        from pyspark.sql import functions as F
-
-        keep = F.lit(False)
-        for p in published:
-            keep = keep | ((F.col("order_date") == p.order_date) & (F.col("region") == p.region))
-        # The replaced range covers every partition of the run: blocked ones become empty.
-        # The dedup window spread each partition's rows over every task: regroup them, or each
-        # (date, region) folder gets one small file per task.
-        written = replace_partitions(
-            out.where(keep),
-            warehouse.table(Table.ORDERS),
-            Table.ORDERS,
-            regional_predicate(partitions),
-            context.run_id,
-            one_file_per_partition=True,
-        )
-        quarantined = replace_partitions(
-            quarantine_rows(converted, context.run_id),
-            warehouse.table(Table.ORDERS_QUARANTINE),
-            Table.ORDERS_QUARANTINE,
-            regional_predicate(partitions),
-            context.run_id,
-            one_file_per_partition=True,
-        )
-    finally:
-        converted.unpersist()
+        ) from exc
 
     for p in partitions:
-        key = str(p)
-        s = stats[p]
+        s = run.stats[p]
         yield AssetMaterialization(
             "orders_quarantine",
-            partition=key,
+            partition=str(p),
             metadata={
                 "rows_quarantined": MetadataValue.int(s.quarantined),
                 "quarantine_ratio": MetadataValue.float(round(s.quarantine_ratio, 6)),
-                "delta_version": MetadataValue.int(quarantined.version),
-                "path": MetadataValue.path(quarantined.path),
+                "delta_version": MetadataValue.int(run.quarantine.version),
+                "path": MetadataValue.path(run.quarantine.path),
             },
         )
-        if p in published:
+        if p not in run.blocked:
             yield AssetMaterialization(
                 "orders",
-                partition=key,
+                partition=str(p),
                 metadata={
                     "rows_written": MetadataValue.int(s.orders),
                     "rows_quarantined": MetadataValue.int(s.quarantined),
                     "landing_lines": MetadataValue.int(s.landing_lines),
-                    "delta_version": MetadataValue.int(written.version),
-                    "path": MetadataValue.path(written.path),
+                    "delta_version": MetadataValue.int(run.orders.version),
+                    "path": MetadataValue.path(run.orders.path),
                 },
             )
-        # After the materialization, so the checks target it (a blocked partition has none).
-        yield from evaluations(context, "orders", key, verdicts[p])
-    yield from check_outputs(context)
-    if blocked:
-        failed = {str(p): [v.gate.name for v in verdicts[p] if v.blocks] for p in blocked}
+    yield from partition_check_results(
+        context, "orders", {str(p): run.verdicts[p] for p in partitions}
+    )
+    if run.blocked:
+        failed = {str(p): [v.gate.name for v in run.verdicts[p] if v.blocks] for p in run.blocked}
         raise Failure(
             description="quality gate failed, partition quarantined as a whole (not published "
             f"to silver/orders, kept out of daily_revenue): {failed}. Fix the landing drop and "
@@ -180,23 +109,3 @@ def orders(
             metadata={"blocked": MetadataValue.json(failed)},
             allow_retries=False,
         )
-
-
-def _stats_by_partition(converted, partitions: list[DateRegion], landing) -> dict:
-    """Collect the one-pass gate numbers, and count landing lines outside Spark to reconcile."""
-    collected = {
-        (str(r["order_date"]), r["region"]): r.asDict() for r in gate_stats(converted).collect()
-    }
-    result: dict[DateRegion, PartitionStats] = {}
-    for p in partitions:
-        try:
-            landing_lines = count_lines([ready_drop(landing, p)])
-        except DropNotReadyError:
-            landing_lines = -1  # the drop is being redelivered: cannot reconcile now
-        row = collected.get((p.order_date, p.region))
-        if row is None:
-            result[p] = PartitionStats.empty(landing_lines)
-            continue
-        del row["order_date"], row["region"]
-        result[p] = PartitionStats(**row, landing_lines=landing_lines)
-    return result

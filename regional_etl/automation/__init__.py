@@ -1,1 +1,1 @@
-"""Schedules, sensors and automation conditions that keep the warehouse current."""
+"""Schedules and sensors that keep the warehouse current."""

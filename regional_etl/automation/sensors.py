@@ -42,14 +42,10 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
     # The cursor maps partition key -> the _SUCCESS mtime (ns) last launched: it survives
     # restarts, and a re-touched marker (redelivery) is newer than what it holds.
     seen = _load_cursor(context.cursor)
-    fresh: list[Drop] = []
-    for item in scan_drops(warehouse.landing()):
-        if isinstance(item, tuple):
-            path, problem = item
-            context.log.warning(f"ignoring landing folder {path}: {problem}")
-            continue
-        if item.success_mtime_ns > seen.get(str(item.partition), -1):
-            fresh.append(item)
+    scan = scan_drops(warehouse.landing())
+    for path, problem in scan.problems:
+        context.log.warning(f"ignoring landing folder {path}: {problem}")
+    fresh = [d for d in scan.drops if d.success_mtime_ns > seen.get(str(d.partition), -1)]
     if not fresh:
         return SkipReason(f"no new or re-delivered drops under {warehouse.landing()}")
 

@@ -6,7 +6,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regional_etl.contract import Table, partition_columns, schema
@@ -26,19 +25,15 @@ class WriteResult:
     rows: int
     files_added: int
 
-    def metadata(self, prefix: str = "") -> dict[str, Any]:
+    def metadata(self) -> dict[str, Any]:
         from dagster import MetadataValue
 
         return {
-            f"{prefix}rows_written": MetadataValue.int(self.rows),
-            f"{prefix}delta_version": MetadataValue.int(self.version),
-            f"{prefix}files_added": MetadataValue.int(self.files_added),
-            f"{prefix}path": MetadataValue.path(self.path),
+            "rows_written": MetadataValue.int(self.rows),
+            "delta_version": MetadataValue.int(self.version),
+            "files_added": MetadataValue.int(self.files_added),
+            "path": MetadataValue.path(self.path),
         }
-
-
-def table_path(warehouse_root: str | Path, table: Table) -> str:
-    return str(Path(warehouse_root, table.value))
 
 
 def ensure_table(spark: SparkSession, path: str, table: Table) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from regional_etl.contract import LANDING_SUFFIX, SUCCESS_MARKER, ContractError, drop_dir_name
+from regional_etl.contract import LANDING_SUFFIX, SUCCESS_MARKER, ContractError, drop_path
 from regional_etl.partitions import DateRegion
 
 if TYPE_CHECKING:
@@ -29,13 +28,9 @@ class Drop:
     success_mtime_ns: int
 
 
-def drop_path(root: str | Path, partition: DateRegion) -> Path:
-    return Path(root) / drop_dir_name(partition.order_date, partition.region)
-
-
 def ready_drop(root: str | Path, partition: DateRegion) -> Drop:
     """The drop of one partition, or a `DropNotReadyError` that names the path."""
-    path = drop_path(root, partition)
+    path = drop_path(root, partition.order_date, partition.region)
     marker = path / SUCCESS_MARKER
     if not marker.is_file():
         what = "does not exist" if not path.exists() else f"has no {SUCCESS_MARKER} marker yet"
@@ -47,12 +42,21 @@ def ready_drop(root: str | Path, partition: DateRegion) -> Drop:
     return Drop(partition, path, files, marker.stat().st_mtime_ns)
 
 
-def scan_drops(root: str | Path) -> Iterator[Drop | tuple[Path, str]]:
-    """Every complete drop under the landing root, and (path, problem) for folders that break
-    the layout, so the caller can report them instead of silently ignoring them."""
+@dataclass
+class LandingScan:
+    """The complete drops under a landing root, and the folders that break the layout."""
+
+    drops: list[Drop] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan_drops(root: str | Path) -> LandingScan:
+    """Every complete drop under the landing root; folders that break the layout are returned
+    as problems, so the caller can report them instead of silently ignoring them."""
     root = Path(root)
+    scan = LandingScan()
     if not root.is_dir():
-        return
+        return scan
     for region_dir in sorted(root.glob("region=*")):
         for date_dir in sorted(region_dir.glob("date=*")):
             if not (date_dir / SUCCESS_MARKER).is_file():
@@ -62,12 +66,13 @@ def scan_drops(root: str | Path) -> Iterator[Drop | tuple[Path, str]]:
             try:
                 partition = DateRegion(date, region)
             except ContractError as exc:
-                yield (date_dir, str(exc))
+                scan.problems.append((date_dir, str(exc)))
                 continue
             try:
-                yield ready_drop(root, partition)
+                scan.drops.append(ready_drop(root, partition))
             except (DropNotReadyError, OSError):
                 continue  # vanished or being rewritten between listing and stat: next scan
+    return scan
 
 
 def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> DataFrame:
@@ -123,7 +128,3 @@ def count_lines(drops: Sequence[Drop]) -> int:
             if data:
                 total += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     return total
-
-
-def landing_root() -> str:
-    return os.environ.get("REGIONAL_ETL_LANDING", "./data/landing")

@@ -21,12 +21,10 @@ from regional_etl.resources.warehouse import WarehouseResource
 def _fx() -> FXRatesResource:
     # Unset URL: the resource serves the bundled ECB history itself on a loopback port, so a run
     # needs nothing else running and still goes through HTTP, retries and the breaker.
-    if os.environ.get("REGIONAL_ETL_FX_URL"):
-        return FXRatesResource(
-            base_url=EnvVar("REGIONAL_ETL_FX_URL"),
-            breaker_storage_url=os.environ.get("REGIONAL_ETL_BREAKER_STORAGE") or None,
-        )
-    return FXRatesResource(breaker_storage_url=os.environ.get("REGIONAL_ETL_BREAKER_STORAGE"))
+    return FXRatesResource(
+        base_url=settings.configured(settings.FX_URL),
+        breaker_storage_url=settings.configured(settings.BREAKER_STORAGE),
+    )
 
 
 def _warehouse() -> WarehouseResource:
@@ -55,7 +53,7 @@ def resources_for(env: str | None = None) -> dict[str, Any]:
 
 def quality_gates() -> QualityGateResource:
     return QualityGateResource(
-        min_rows=int(os.environ.get("REGIONAL_ETL_GATE_MIN_ROWS", 1_000)),
-        max_rows=int(os.environ.get("REGIONAL_ETL_GATE_MAX_ROWS", 10_000_000)),
-        max_quarantine_ratio=float(os.environ.get("REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO", 0.05)),
+        min_rows=settings.configured(settings.GATE_MIN_ROWS, int),
+        max_rows=settings.configured(settings.GATE_MAX_ROWS, int),
+        max_quarantine_ratio=settings.configured(settings.GATE_MAX_QUARANTINE_RATIO, float),
     )

@@ -1,12 +1,4 @@
-"""What can go wrong when asking the FX service, split by what a caller should do about it.
-
-- `FXTransientError`: every HTTP attempt of a call failed in a way that may pass (timeout,
-  connection error, 5xx, 429). Worth retrying later: the step's `RetryPolicy` does.
-- `FXPermanentError`: the service answered, but not usefully (4xx other than 429, a body that is
-  not a Frankfurter answer). Asking again gets the same answer: fail now.
-- `FXCircuitOpenError`: the circuit breaker refused the call without contacting the service.
-  It says when the breaker will let a probe through again.
-"""
+"""What can go wrong when asking the FX service, split by what a caller should do about it."""
 
 from __future__ import annotations
 
@@ -14,47 +6,27 @@ import datetime as dt
 
 
 class FXError(Exception):
-    """Base class for FX client failures. `attempts` is how many HTTP requests the call made."""
+    """An FX call failed after `attempts` HTTP requests."""
 
-    retryable: bool = False
-
-    def __init__(self, message: str, *, url: str = "", attempts: int = 0) -> None:
+    def __init__(self, message: str, attempts: int = 0, status: int | None = None) -> None:
         super().__init__(message)
-        self.url = url
         self.attempts = attempts
-
-    @property
-    def retries(self) -> int:
-        return max(self.attempts - 1, 0)
+        self.status = status  # of the last answer, if there was one
 
 
 class FXTransientError(FXError):
-    """Every attempt of a call failed in a way that may pass (timeout, connection, 5xx, 429)."""
-
-    retryable = True
+    """Every attempt failed in a way that may pass (timeout, connection, 5xx, 429): retry later."""
 
 
 class FXPermanentError(FXError):
-    """The service answered, but not usefully (4xx other than 429, or an unusable body)."""
-
-    def __init__(
-        self, message: str, *, url: str = "", attempts: int = 0, status: int | None = None
-    ) -> None:
-        super().__init__(message, url=url, attempts=attempts)
-        self.status = status
+    """The service answered, but not usefully (4xx other than 429, an unusable body): asking
+    again gets the same answer."""
 
 
 class FXCircuitOpenError(FXError):
-    """The circuit breaker is open: the call failed fast without contacting the service."""
+    """The circuit breaker refused the call without contacting the service; `reopens_at` is when
+    it lets a probe through again."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str = "",
-        opened_at: dt.datetime | None = None,
-        reopens_at: dt.datetime | None = None,
-    ) -> None:
-        super().__init__(message, url=url, attempts=0)
-        self.opened_at = opened_at
+    def __init__(self, message: str, reopens_at: dt.datetime | None) -> None:
+        super().__init__(message)
         self.reopens_at = reopens_at

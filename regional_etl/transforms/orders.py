@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from regional_etl.contract import (
-    AMOUNT_TYPE,
     MAX_AMOUNT,
     REGION_CURRENCY,
     USD_SCALE,
-    USD_TYPE,
     Reason,
+    amount_type,
+    usd_type,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def classify(bronze: DataFrame) -> DataFrame:
     def present(field: str) -> Column:
         return F.col(f"j.{field}").isNotNull() & (F.trim(F.col(f"j.{field}")) != "")
 
-    amount = F.trim(F.col("j.amount")).try_cast(AMOUNT_TYPE())
+    amount = F.trim(F.col("j.amount")).try_cast(amount_type())
     amount_ok = amount.isNotNull() & (amount > 0) & (amount <= MAX_AMOUNT)
     ts_raw = F.trim(F.col("j.order_ts"))
     ts = F.when(ts_raw.rlike(ISO_TS_WITH_OFFSET), ts_raw.try_cast("timestamp"))
@@ -134,7 +134,7 @@ def convert(classified: DataFrame, fx_rates: DataFrame) -> DataFrame:
     return joined.withColumnRenamed("usd_per_unit", "fx_rate").withColumn(
         # Spark's round() on decimals is HALF_UP, as the contract asks.
         "amount_usd",
-        F.round(F.col("amount") * F.col("fx_rate"), USD_SCALE).cast(USD_TYPE()),
+        F.round(F.col("amount") * F.col("fx_rate"), USD_SCALE).cast(usd_type()),
     )
 
 

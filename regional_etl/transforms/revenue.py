@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from regional_etl.contract import USD_TYPE
+from regional_etl.contract import usd_type
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -17,5 +17,5 @@ def daily_revenue(orders: DataFrame) -> DataFrame:
     return orders.groupBy("order_date", "region").agg(
         F.count(F.lit(1)).alias("orders"),
         F.count_distinct("user_id").alias("users"),
-        F.sum("amount_usd").cast(USD_TYPE()).alias("revenue_usd"),
+        F.sum("amount_usd").cast(usd_type()).alias("revenue_usd"),
     )

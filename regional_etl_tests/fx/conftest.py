@@ -1,5 +1,5 @@
-"""Fixtures for the FX tests: a real server on a free port, a real SQLite breaker file, and the
-raw ECB CSV read independently of `regional_etl.fx.rates` to compute expectations."""
+"""Fixtures for the FX tests: a real fault-injecting server on a free port, a real SQLite breaker
+file, and the raw ECB CSV read independently of `regional_etl.fx.rates` to compute expectations."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ import pytest
 from currency_converter.currency_converter import CURRENCY_FILE
 from dagster import build_init_resource_context
 
-from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl_tests.conftest import FAST_FX_CLIENT
+from regional_etl_tests.fx_faults import FaultyFXServer
 
 EcbRows = dict[dt.date, dict[str, str]]
 
 
 class ServerControl:
-    """Talks to a running FX server over HTTP, the way a test or a demo script would."""
+    """Talks to a running FX server over HTTP, as a client or a demo script would."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -72,7 +72,7 @@ def ecb_rows() -> EcbRows:
 
 
 @pytest.fixture
-def fx_control(fx_server: FXServer) -> ServerControl:
+def fx_control(fx_server: FaultyFXServer) -> ServerControl:
     return ServerControl(fx_server.url)
 
 
@@ -80,7 +80,7 @@ MakeResource = Callable[..., FXRatesResource]
 
 
 @pytest.fixture
-def make_resource(fx_server: FXServer, breaker_url: str) -> Iterator[MakeResource]:
+def make_resource(fx_server: FaultyFXServer, breaker_url: str) -> Iterator[MakeResource]:
     """Build and set up resources pointed at `fx_server`, with fast retries; tear all down after."""
     made: list[FXRatesResource] = []
 

@@ -1,21 +1,31 @@
-"""The Frankfurter-compatible FX server: answers checked against the raw ECB CSV, and its faults."""
+"""The product's Frankfurter-compatible FX server: answers checked against the raw ECB CSV."""
 
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
 from regional_etl.fx import rates
-from regional_etl.fx.server import FaultConfig, FXServer
+from regional_etl.fx.server import FXServer
 
 from .conftest import EcbRows, ServerControl
 
 SIX_PLACES = Decimal("0.000001")
 FRIDAY = dt.date(2024, 3, 15)
+
+
+@pytest.fixture
+def fx_control(monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerControl]:
+    """The product server, with fault variables in the environment that it must ignore."""
+    for name in ("ERROR_RATE", "OUTAGE_SECONDS", "LATENCY_MS"):
+        monkeypatch.setenv(f"REGIONAL_ETL_FX_FAULT_{name}", "1")
+    with FXServer() as server:
+        yield ServerControl(server.url)
 
 
 def per_usd(row: dict[str, str], code: str, amount: int = 1) -> Decimal:
@@ -55,7 +65,7 @@ def test_after_history_end_and_latest_answer_the_last_day(
         assert status == 200, path
         assert body["date"] == last.isoformat()
         assert as_decimals(body["rates"]) == expected
-    assert rates.history_end() == last and rates.history_start() == min(ecb_rows)
+    assert rates.history_end() == last and rates.load_history().dates[0] == min(ecb_rows)
 
 
 def test_before_history_start_is_404(fx_control: ServerControl, ecb_rows: EcbRows):
@@ -112,74 +122,18 @@ def test_rounding_is_six_places_half_even():
     }
 
 
-def test_faults_round_trip_and_injected_status_with_retry_after(fx_control: ServerControl):
-    config = fx_control.set_faults(error_rate=1.0, status=429, retry_after=2)
-    assert config["error_rate"] == 1.0 and config["status"] == 429
-    assert fx_control.request("/_faults")[1] == config
-
-    status, body, headers = fx_control.request(f"/{FRIDAY}?from=USD&to=INR")
-    assert status == 429 and body["message"]
-    assert headers["Retry-After"] == "2"
-    # Control requests are not counted: only the one API request is.
-    assert fx_control.stats() == {"total": 1, "by_status": {"429": 1}}
-
-    fx_control.set_faults()  # {} clears every fault
+def test_no_fault_control_endpoints(fx_control: ServerControl):
+    assert fx_control.request("/_faults")[0] == 422  # read as a date, like any other path
+    post = urllib.request.Request(fx_control.url + "/_faults", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:  # no POST at all
+        urllib.request.urlopen(post, timeout=5)
+    assert caught.value.code == 501
     assert fx_control.request(f"/{FRIDAY}?from=USD&to=INR")[0] == 200
-    assert fx_control.stats() == {"total": 2, "by_status": {"200": 1, "429": 1}}
-    fx_control.reset_stats()
-    assert fx_control.stats() == {"total": 0, "by_status": {}}
 
 
-def test_unknown_or_invalid_fault_fields_are_rejected(fx_control: ServerControl):
-    assert fx_control.request("/_faults", {"error_rat": 0.5})[0] == 422
-    assert fx_control.request("/_faults", {"error_rate": 2})[0] == 422
-    assert fx_control.request("/_faults")[1] == FaultConfig().to_dict()
-
-
-def test_seeded_error_rate_is_reproducible():
-    def statuses() -> list[int]:
-        with FXServer(faults=FaultConfig(error_rate=0.5, seed=11)) as server:
-            control = ServerControl(server.url)
-            return [control.request(f"/{FRIDAY}?from=USD&to=INR")[0] for _ in range(20)]
-
-    first = statuses()
-    assert first == statuses()
-    assert {200, 503} == set(first)
-
-
-def test_bad_payload_is_200_without_the_frankfurter_shape(fx_control: ServerControl):
-    fx_control.set_faults(bad_payload=True)
-    status, body, _ = fx_control.request(f"/{FRIDAY}?from=USD&to=INR")
-    assert status == 200 and "rates" not in body
-
-
-def test_faults_from_environment(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("REGIONAL_ETL_FX_FAULT_ERROR_RATE", "0.25")
-    monkeypatch.setenv("REGIONAL_ETL_FX_FAULT_LATENCY_MS", "5")
-    monkeypatch.setenv("REGIONAL_ETL_FX_FAULT_OUTAGE_SECONDS", "0.4")
-    monkeypatch.setenv("REGIONAL_ETL_FX_FAULT_SEED", "3")
+def test_server_binds_loopback_only_and_stops(fx_control: ServerControl):
+    assert fx_control.url.startswith("http://127.0.0.1:")
     with FXServer() as server:
-        control = ServerControl(server.url)
-        faults = control.request("/_faults")[1]
-        assert (faults["error_rate"], faults["latency_ms"], faults["seed"]) == (0.25, 5.0, 3)
-        assert control.request(f"/{FRIDAY}?from=USD&to=INR")[0] == 503  # inside the outage
-        time.sleep(0.5)
-        control.set_faults()  # the rest of the test must not depend on random draws
-        assert control.request(f"/{FRIDAY}?from=USD&to=INR")[0] == 200
-
-
-def test_hang_never_answers_and_stop_releases_it():
-    server = FXServer(faults=FaultConfig(hang=True)).start()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=0.3) as sock:
-        sock.sendall(b"GET /latest HTTP/1.1\r\nHost: x\r\n\r\n")
-        with pytest.raises(TimeoutError):
-            sock.recv(1024)
-    server.stop()
-    assert time.monotonic() - started < 3
-    assert server.stats() == {"total": 1, "by_status": {"hang": 1}}
-
-
-def test_server_binds_loopback_only(fx_server: FXServer):
-    assert fx_server.url.startswith("http://127.0.0.1:")
-    assert fx_server.port > 0
+        url = server.url
+    with pytest.raises(OSError):
+        ServerControl(url).request("/latest")

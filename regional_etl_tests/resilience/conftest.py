@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType, DagsterInstance, EventLogEntry
 
-from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl_tests.conftest import FAST_FX_CLIENT, TEST_SPARK_CONF
+from regional_etl_tests.fx_faults import FaultyFXServer
 
 # A Friday: one FX request per run (a weekend date also asks for the latest business day).
 DATE = "2024-03-15"
@@ -29,7 +29,7 @@ MakeResources = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def make_resources(tmp_path: Path, fx_server: FXServer, breaker_url: str) -> MakeResources:
+def make_resources(tmp_path: Path, fx_server: FaultyFXServer, breaker_url: str) -> MakeResources:
     """Resources for `fx_rates` runs: the test's FX server with fast client retries, Delta tables
     in tmp_path, and the shared Spark session (started only by runs that write)."""
 

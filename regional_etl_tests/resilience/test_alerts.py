@@ -19,9 +19,9 @@ from dagster import (
 )
 from dagster._core.instance.config import dagster_instance_config
 
+from regional_etl import settings
 from regional_etl.alerts import (
     ALERT_SENSORS,
-    ALERT_WEBHOOK_ENV,
     AlertDeliveryError,
     AlertWebhookResource,
     alert_resources,
@@ -29,7 +29,7 @@ from regional_etl.alerts import (
     run_failure_alert,
 )
 from regional_etl.assets.reference import fx_rates
-from regional_etl.fx.server import FaultConfig, FXServer
+from regional_etl_tests.fx_faults import FaultConfig, FaultyFXServer
 
 from .conftest import DATE, MakeResources, WebhookReceiver
 
@@ -37,7 +37,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def failed_fx_run(
-    instance: DagsterInstance, fx_server: FXServer, make_resources: MakeResources
+    instance: DagsterInstance, fx_server: FaultyFXServer, make_resources: MakeResources
 ) -> DagsterRun:
     """A real `fx_rates` run that fails: the service answers garbage."""
     fx_server.set_faults(FaultConfig(bad_payload=True))
@@ -72,7 +72,7 @@ def next_tick(instance: DagsterInstance, webhook: AlertWebhookResource, cursor: 
 
 def test_sensor_context_api_also_alerts(
     instance: DagsterInstance,
-    fx_server: FXServer,
+    fx_server: FaultyFXServer,
     make_resources: MakeResources,
     webhook: WebhookReceiver,
 ):
@@ -105,7 +105,7 @@ def instance_with_run_retries() -> Iterator[DagsterInstance]:
 
 def test_a_failed_run_reaches_the_webhook(
     instance_with_run_retries: DagsterInstance,
-    fx_server: FXServer,
+    fx_server: FaultyFXServer,
     make_resources: MakeResources,
     webhook: WebhookReceiver,
     capfd: pytest.CaptureFixture[str],
@@ -149,7 +149,7 @@ def test_a_failed_run_reaches_the_webhook(
 
 def test_an_undeliverable_alert_fails_the_tick_with_the_reason(
     instance: DagsterInstance,
-    fx_server: FXServer,
+    fx_server: FaultyFXServer,
     make_resources: MakeResources,
     webhook: WebhookReceiver,
 ):
@@ -185,12 +185,12 @@ def test_delivery_is_retried_on_5xx_but_not_on_4xx(webhook: WebhookReceiver):
 
 def test_without_a_url_the_alert_is_only_logged(
     instance: DagsterInstance,
-    fx_server: FXServer,
+    fx_server: FaultyFXServer,
     make_resources: MakeResources,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ):
-    monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
+    monkeypatch.delenv(settings.ALERT_WEBHOOK_URL.name, raising=False)
     resource = alert_resources()["alert_webhook"]
     assert resource.url is None
     cursor = start_sensor(instance, resource)
@@ -198,7 +198,7 @@ def test_without_a_url_the_alert_is_only_logged(
     capfd.readouterr()
     next_tick(instance, resource, cursor)
     (line,) = [x for x in capfd.readouterr().err.splitlines() if "Alert not sent" in x]
-    assert f"({ALERT_WEBHOOK_ENV} is unset)" in line and run.run_id in line
+    assert f"({settings.ALERT_WEBHOOK_URL.name} is unset)" in line and run.run_id in line
 
 
 def test_the_sensor_is_on_by_default_and_loads_with_its_resource():

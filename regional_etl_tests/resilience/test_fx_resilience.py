@@ -17,9 +17,9 @@ from dagster._serdes import serialize_value
 
 from regional_etl.assets.reference import build_fx_rates_asset, fx_rates
 from regional_etl.contract import CURRENCIES, Table
-from regional_etl.fx.server import FaultConfig, FXServer
 from regional_etl.policies import FX_RETRY_POLICY, fx_retry_policy
-from regional_etl.resources.breaker_storage import SQLiteCircuitBreakerStorage, sqlite_path_from_url
+from regional_etl.resources.fx_breaker import SQLiteCircuitBreakerStorage
+from regional_etl_tests.fx_faults import FaultConfig, FaultyFXServer
 
 from .conftest import (
     DATE,
@@ -44,7 +44,7 @@ def materialization_metadata(result: Any) -> dict[str, Any]:
 
 
 def test_half_the_requests_failing_still_succeeds_through_retries(
-    spark, instance: DagsterInstance, fx_server: FXServer, make_resources: MakeResources
+    spark, instance: DagsterInstance, fx_server: FaultyFXServer, make_resources: MakeResources
 ):
     # Seed 9 draws 503, 503, 503, then 200. Two HTTP attempts per call: the first step attempt
     # uses both on 503s and fails; the step retry gets a 503, retries, and gets the 200.
@@ -112,7 +112,7 @@ def test_outage_opens_the_breaker_for_other_processes_until_a_probe_closes_it(
     spark,
     instance: DagsterInstance,
     tmp_path: Path,
-    fx_server: FXServer,
+    fx_server: FaultyFXServer,
     make_resources: MakeResources,
     breaker_url: str,
 ):
@@ -197,7 +197,7 @@ def test_outage_opens_the_breaker_for_other_processes_until_a_probe_closes_it(
     # The service recovers. Past the reset timeout, one caller gets the probe: while another
     # process holds the probe lease, a run fails fast without a request...
     fx_server.set_faults(FaultConfig())
-    storage = SQLiteCircuitBreakerStorage(sqlite_path_from_url(breaker_url), "fx-rates")
+    storage = SQLiteCircuitBreakerStorage(breaker_url.removeprefix("sqlite:///"), "fx-rates")
     assert storage.opened_at is not None
     time.sleep(
         max((storage.opened_at - dt.datetime.now(dt.UTC)).total_seconds() + reset_timeout, 0) + 0.1
@@ -248,7 +248,7 @@ def test_outage_opens_the_breaker_for_other_processes_until_a_probe_closes_it(
 )
 def test_permanent_errors_fail_at_once_without_retry(
     instance: DagsterInstance,
-    fx_server: FXServer,
+    fx_server: FaultyFXServer,
     make_resources: MakeResources,
     faults: FaultConfig,
     expected: str,
@@ -278,7 +278,7 @@ def test_permanent_errors_fail_at_once_without_retry(
 
 
 def test_a_hanging_server_times_out_and_the_run_ends(
-    instance: DagsterInstance, fx_server: FXServer, make_resources: MakeResources
+    instance: DagsterInstance, fx_server: FaultyFXServer, make_resources: MakeResources
 ):
     fx_server.set_faults(FaultConfig(hang=True))
     asset = build_fx_rates_asset(fx_retry_policy(max_retries=1, delay_seconds=0.01))

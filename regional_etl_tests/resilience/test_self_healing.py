@@ -3,7 +3,6 @@ environment, and the breaker's cross-process probe lease in its SQLite file."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -11,10 +10,13 @@ import pytest
 from dagster import Backoff, Jitter, instance_for_test
 from dagster._core.instance.config import dagster_instance_config
 
-from regional_etl.policies import FX_DELAY_ENV, FX_RETRIES_ENV, fx_retry_policy
-from regional_etl.resources.breaker_storage import SQLiteCircuitBreakerStorage
+from regional_etl import settings
+from regional_etl.policies import fx_retry_policy
+from regional_etl.resources.fx_breaker import SQLiteCircuitBreakerStorage
 
 PROJECT = Path(__file__).resolve().parents[2]
+FX_RETRIES_ENV = settings.FX_STEP_RETRIES.name
+FX_DELAY_ENV = settings.FX_STEP_RETRY_DELAY.name
 
 
 def test_dagster_yaml_retries_crashed_runs_only():
@@ -69,21 +71,3 @@ def test_one_probe_lease_at_a_time_and_it_expires(tmp_path: Path):
     assert first.claim_probe(60) is not None
     first.release_probe(short)  # a stale token releases nothing
     assert second.claim_probe(60) is None
-
-
-def test_a_breaker_file_from_before_the_lease_is_upgraded(tmp_path: Path):
-    path = tmp_path / "breaker.sqlite"
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "CREATE TABLE circuit_breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, "
-            "fail_counter INTEGER NOT NULL DEFAULT 0, success_counter INTEGER NOT NULL DEFAULT 0, "
-            "opened_at REAL)"
-        )
-        conn.execute(
-            "INSERT INTO circuit_breakers (name, state, fail_counter) VALUES (?, ?, ?)",
-            ("fx-rates", "open", 3),
-        )
-    conn.close()
-    storage = SQLiteCircuitBreakerStorage(path, "fx-rates")
-    assert (storage.state, storage.counter) == ("open", 3)
-    assert storage.claim_probe(60) is not None
