@@ -1,8 +1,9 @@
 """Worker (b): our backfill path, `regional_etl.backfill.run_backfill`, in this one process.
 
 Started by the entry command in a fresh process (so the wall time it measures includes Python
-imports and the one JVM start, as `regional-etl backfill` would pay). Resources mirror the test
-suite's `pipeline` fixture, with the default local Spark settings of the code location.
+imports, as `regional-etl backfill` would pay). Resources mirror the test suite's `pipeline`
+fixture, with the product's Spark resource: a Spark Connect client of the local server, which
+the entry command starts (warm) before it starts this process.
 
     python -m benchmarks.backfill_dagster --landing L --warehouse W --fx-url U --start D --end D
 """
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", required=True)
     parser.add_argument("--min-rows", type=int, required=True)
     parser.add_argument(
-        "--spark-conf", default="{}", help="JSON of extra Spark settings (experiments only)"
+        "--spark-conf", default="{}", help="JSON of Spark SQL session settings (experiments only)"
     )
     args = parser.parse_args(argv)
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(os.environ["DAGSTER_HOME"])
     resources: dict[str, Any] = {
-        "spark": SparkResource(spark_config=json.loads(args.spark_conf)),
+        "spark": SparkResource(session_config=json.loads(args.spark_conf)),
         "warehouse": WarehouseResource(landing_root=args.landing, warehouse_root=args.warehouse),
         "quality_gates": QualityGateResource(
             min_rows=args.min_rows, max_quarantine_ratio=MAX_QUARANTINE_RATIO

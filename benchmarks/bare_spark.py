@@ -170,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-conf", default="{}", help="JSON of extra Spark settings")
     args = parser.parse_args(argv)
 
+    from benchmarks.classic_spark import start_session
     from benchmarks.common import emit
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
-    from regional_etl.resources.spark import start_session
     from regional_etl.resources.warehouse import WarehouseResource
 
     dates = date_range(args.start, args.end)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         phases[name] = round(now - mark, 3)
         mark = now
 
-    # The package's session, exactly as SparkResource() starts it for a local run.
+    # A classic session in this process: what a user writes without the product.
     spark = start_session("local[*]", "2g", json.loads(args.spark_conf))
     lap("spark_start")
     write_fx(spark, warehouse, dates, run_id, sql=args.optimized)

@@ -142,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark import StorageLevel
 
     from benchmarks.bare_spark import fx_rows
+    from benchmarks.classic_spark import start_session
     from benchmarks.common import emit
     from regional_etl.contract import Table, schema
     from regional_etl.io.landing import read_drops, ready_drop
     from regional_etl.partitions import DateRegion
-    from regional_etl.resources.spark import start_session
     from regional_etl.transforms.gates import gate_stats
     from regional_etl.transforms.orders import classify, convert
 
