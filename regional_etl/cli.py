@@ -1,4 +1,4 @@
-"""`regional-etl` commands: setup-jars, generate, fx-server, backfill, demo."""
+"""`regional-etl` commands: setup-jars, generate, fx-server, spark-server, backfill, demo."""
 
 from __future__ import annotations
 
@@ -55,6 +55,25 @@ def _cmd_fx_server(args: argparse.Namespace) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         server.server_close()
+    return 0
+
+
+def _cmd_spark_server(args: argparse.Namespace) -> int:
+    from regional_etl import spark_server
+
+    if args.action == "start":
+        state = spark_server.ensure_running()
+    elif args.action == "stop":
+        stopped = spark_server.stop()
+        print(f"stopped {stopped.url} (pid {stopped.jvm_pid})" if stopped else "not running")
+        return 0
+    else:
+        state = spark_server.read_state()
+        if state is None:
+            print(f"not running (state folder {spark_server.state_dir()})")
+            return 3
+    for key, value in spark_server.describe(state).items():
+        print(f"{key:>16}: {value}")
     return 0
 
 
@@ -124,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     fx = sub.add_parser("fx-server", help="serve the bundled ECB rates (Frankfurter API)")
     fx.add_argument("--port", type=int, default=8765)
 
+    server = sub.add_parser(
+        "spark-server", help="the local Spark Connect server every run uses: start, stop, status"
+    )
+    server.add_argument("action", choices=["start", "stop", "status"])
+
     bf = sub.add_parser("backfill", help="run the pipeline for a date range and report")
     bf.add_argument("--start", type=_date, required=True)
     bf.add_argument("--end", type=_date, required=True)
@@ -139,6 +163,7 @@ COMMANDS = {
     "setup-jars": _cmd_setup_jars,
     "generate": _cmd_generate,
     "fx-server": _cmd_fx_server,
+    "spark-server": _cmd_spark_server,
     "backfill": _cmd_backfill,
     "demo": _cmd_demo,
 }

@@ -1,0 +1,118 @@
+"""The local Spark Connect server's life: one server for clients that start together, a restart
+after it dies, the idle stop and the CLI, on a server of this test's own (never the shared one)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import Failure
+
+from regional_etl import spark_server
+from regional_etl.resources.spark import SparkResource
+
+pytestmark = pytest.mark.slow
+
+CLIENT = textwrap.dedent(
+    """
+    from regional_etl import spark_server
+    print(spark_server.ensure_running().server_id)
+    """
+)
+
+
+@pytest.fixture
+def own_server_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A state folder of this test's own; whatever server it gets is stopped at the end."""
+    directory = tmp_path / "spark-connect"
+    monkeypatch.setenv("REGIONAL_ETL_SPARK_STATE_DIR", str(directory))
+    monkeypatch.setenv("REGIONAL_ETL_SPARK_IDLE_MINUTES", "0.1")
+    monkeypatch.setenv("REGIONAL_ETL_SPARK_DRIVER_MEMORY", "512m")
+    yield directory
+    state = spark_server.stop()
+    if state is not None:
+        assert not _alive(state.jvm_pid) and not _alive(state.supervisor_pid)
+
+
+def test_clients_starting_together_share_one_server_that_restarts_after_dying_and_stops_idle(
+    own_server_dir: Path,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        outputs = [c.communicate(timeout=240) for c in clients]
+    finally:
+        for c in clients:
+            if c.poll() is None:
+                os.killpg(c.pid, signal.SIGKILL)
+    assert [c.returncode for c in clients] == [0, 0], outputs
+    ids = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert len(ids) == 1, outputs  # the start lock: one server for both
+    first = spark_server.read_state()
+    assert first is not None and first.server_id in ids
+    assert first.url.startswith("sc://127.0.0.1:")
+
+    status = subprocess.run(
+        [sys.executable, "-m", "regional_etl.cli", "spark-server", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    for field in ("url", "pid", "uptime_seconds", "memory_mib", "sessions"):
+        assert field in status.stdout
+    assert first.url in status.stdout and str(first.jvm_pid) in status.stdout
+
+    # A server that dies under a client: the guard says so, the next session gets a new one.
+    resource = SparkResource(connect_retries=1)
+    session = resource.spark_session
+    assert session.range(5).count() == 5
+    os.kill(first.jvm_pid, signal.SIGKILL)
+    _wait_for(lambda: spark_server.read_state() is None, 30, "the supervisor noticing")
+    with pytest.raises(Failure, match="lost the connection"), resource.connection_errors():
+        session.range(5).count()
+    assert resource.spark_session.range(7).count() == 7  # started again, on first use
+    second = spark_server.read_state()
+    assert second is not None and second.server_id != first.server_id
+
+    # Idle: with no client left, the server stops itself (0.1 min here, polled every 5 s).
+    resource.spark_session.stop()
+    _wait_for(lambda: spark_server.read_state() is None, 60, "the idle stop")
+    _wait_for(lambda: not _alive(second.jvm_pid), 30, "the JVM exiting")
+    assert "idle for" in (own_server_dir / spark_server.LOG_FILE).read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
