@@ -77,7 +77,16 @@ def upstream_retry_policy(
     )
 
 
+def spark_retry_policy() -> RetryPolicy:
+    """For steps whose only flaky dependency is Spark: a local Connect server that died is
+    started again by the retry's first session, a cluster's comes back on its own."""
+    return RetryPolicy(
+        max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+    )
+
+
 # The assets' policies, built when the code location loads (Dagster needs them on the definition).
 FX_RETRY_POLICY = fx_retry_policy()
 LANDING_RETRY_POLICY = landing_retry_policy()
 UPSTREAM_RETRY_POLICY = upstream_retry_policy()
+SPARK_RETRY_POLICY = spark_retry_policy()

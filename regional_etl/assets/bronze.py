@@ -39,8 +39,9 @@ def raw_orders(
         drops = [ready_drop(warehouse.landing(), p) for p in partitions]
     except DropNotReadyError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
-    lines = read_drops(spark.spark_session, warehouse.landing(), drops)
-    result = write_bronze(lines, warehouse, partitions, context.run_id)
+    with spark.connection_errors():
+        lines = read_drops(spark.spark_session, warehouse.landing(), drops)
+        result = write_bronze(lines, warehouse, partitions, context.run_id)
     landing_lines = count_lines(drops)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.

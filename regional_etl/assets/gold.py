@@ -17,6 +17,7 @@ from regional_etl.checks import REVENUE_GATES, Verdict, partition_check_results
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
 from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
+from regional_etl.policies import SPARK_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.transforms.revenue import daily_revenue as aggregate_revenue
@@ -41,6 +42,7 @@ DAILY_REVENUE_CONDITION = (
     check_specs=[g.spec("daily_revenue", daily_partitions) for g in REVENUE_GATES.values()],
     output_required=False,
     automation_condition=DAILY_REVENUE_CONDITION,
+    retry_policy=SPARK_RETRY_POLICY,
 )
 def daily_revenue(
     context: AssetExecutionContext, spark: SparkResource, warehouse: WarehouseResource
@@ -51,82 +53,86 @@ def daily_revenue(
     quality gate failed (its silver partition is empty) or that was never processed blocks its
     date, and only its date. Table: `gold/daily_revenue` by `order_date`, one row per region.
     """
-    session = spark.spark_session
-    dates = run_dates(context)
-    orders = read_table(session, warehouse.table(Table.ORDERS)).where(daily_predicate(dates))
-    # One aggregation; the result is tiny (four rows a date), so it is collected and reused for
-    # the write and for the totals check instead of being recomputed.
-    expected = aggregate_revenue(orders).collect()
-    expected_by_date = _by_date_and_region(expected, dates)
-    complete = [d for d in dates if set(expected_by_date[d]) == set(REGIONS)]
-    blocked = {
-        d: sorted(set(REGIONS) - set(expected_by_date[d])) for d in dates if d not in complete
-    }
+    # A lost Spark server fails the step with a message that says so; the retry reconnects.
+    with spark.connection_errors():
+        session = spark.spark_session
+        dates = run_dates(context)
+        orders = read_table(session, warehouse.table(Table.ORDERS)).where(daily_predicate(dates))
+        # One aggregation; the result is tiny (four rows a date), so it is collected and reused for
+        # the write and for the totals check instead of being recomputed.
+        expected = aggregate_revenue(orders).collect()
+        expected_by_date = _by_date_and_region(expected, dates)
+        complete = [d for d in dates if set(expected_by_date[d]) == set(REGIONS)]
+        blocked = {
+            d: sorted(set(REGIONS) - set(expected_by_date[d])) for d in dates if d not in complete
+        }
 
-    written_by_date = _by_date_and_region([], complete)
-    if complete:
-        rows = [r for r in expected if str(r["order_date"]) in complete]
-        frame = session.createDataFrame(rows, schema(Table.DAILY_REVENUE)).coalesce(1)
-        result = replace_partitions(
-            frame,
-            warehouse.table(Table.DAILY_REVENUE),
-            Table.DAILY_REVENUE,
-            daily_predicate(complete),
-            context.run_id,
-        )
-        written = read_table(session, result.path).where(daily_predicate(complete)).collect()
-        written_by_date = _by_date_and_region(written, complete)
-        for d in complete:
-            yield AssetMaterialization(
-                "daily_revenue",
-                partition=d,
-                metadata={
-                    "orders": MetadataValue.int(sum(v[0] for v in expected_by_date[d].values())),
-                    "revenue_usd": MetadataValue.float(float(_revenue(expected_by_date[d]))),
-                    "delta_version": MetadataValue.int(result.version),
-                    "path": MetadataValue.path(result.path),
-                },
+        written_by_date = _by_date_and_region([], complete)
+        if complete:
+            rows = [r for r in expected if str(r["order_date"]) in complete]
+            frame = session.createDataFrame(rows, schema(Table.DAILY_REVENUE)).coalesce(1)
+            result = replace_partitions(
+                frame,
+                warehouse.table(Table.DAILY_REVENUE),
+                Table.DAILY_REVENUE,
+                daily_predicate(complete),
+                context.run_id,
             )
-
-    gates = REVENUE_GATES
-    verdicts: dict[str, list[Verdict]] = {}
-    for d in dates:
-        missing = blocked.get(d, [])
-        verdicts[d] = [
-            Verdict(
-                gates["all_regions_present"],
-                not missing,
-                {
-                    "missing_regions": MetadataValue.json(missing),
-                    "regions": len(expected_by_date[d]),
-                },
-            )
-        ]
-        if d in complete:
-            written_d, expected_d = written_by_date[d], expected_by_date[d]
-            diffs = {
-                region: {"gold": str(written_d.get(region)), "orders": str(want)}
-                for region, want in expected_d.items()
-                if written_d.get(region) != want
-            }
-            verdicts[d].append(
-                Verdict(
-                    gates["totals_match_orders"],
-                    not diffs and len(written_d) == len(REGIONS),
-                    {
-                        "differences": MetadataValue.json(diffs),
-                        "revenue_usd": float(_revenue(expected_d)),
+            written = read_table(session, result.path).where(daily_predicate(complete)).collect()
+            written_by_date = _by_date_and_region(written, complete)
+            for d in complete:
+                yield AssetMaterialization(
+                    "daily_revenue",
+                    partition=d,
+                    metadata={
+                        "orders": MetadataValue.int(
+                            sum(v[0] for v in expected_by_date[d].values())
+                        ),
+                        "revenue_usd": MetadataValue.float(float(_revenue(expected_by_date[d]))),
+                        "delta_version": MetadataValue.int(result.version),
+                        "path": MetadataValue.path(result.path),
                     },
                 )
+
+        gates = REVENUE_GATES
+        verdicts: dict[str, list[Verdict]] = {}
+        for d in dates:
+            missing = blocked.get(d, [])
+            verdicts[d] = [
+                Verdict(
+                    gates["all_regions_present"],
+                    not missing,
+                    {
+                        "missing_regions": MetadataValue.json(missing),
+                        "regions": len(expected_by_date[d]),
+                    },
+                )
+            ]
+            if d in complete:
+                written_d, expected_d = written_by_date[d], expected_by_date[d]
+                diffs = {
+                    region: {"gold": str(written_d.get(region)), "orders": str(want)}
+                    for region, want in expected_d.items()
+                    if written_d.get(region) != want
+                }
+                verdicts[d].append(
+                    Verdict(
+                        gates["totals_match_orders"],
+                        not diffs and len(written_d) == len(REGIONS),
+                        {
+                            "differences": MetadataValue.json(diffs),
+                            "revenue_usd": float(_revenue(expected_d)),
+                        },
+                    )
+                )
+        yield from partition_check_results(context, "daily_revenue", verdicts)
+        if blocked:
+            raise Failure(
+                description="daily_revenue not materialized for dates with regions that have no "
+                f"published orders (quality gate failed or not processed yet): {blocked}",
+                metadata={"blocked": MetadataValue.json(blocked)},
+                allow_retries=False,
             )
-    yield from partition_check_results(context, "daily_revenue", verdicts)
-    if blocked:
-        raise Failure(
-            description="daily_revenue not materialized for dates with regions that have no "
-            f"published orders (quality gate failed or not processed yet): {blocked}",
-            metadata={"blocked": MetadataValue.json(blocked)},
-            allow_retries=False,
-        )
 
 
 def _by_date_and_region(rows: list, dates: list[str]) -> dict[str, dict[str, tuple]]:

@@ -113,14 +113,15 @@ def _materialize_fx_rates(
         f"fx_rates: {len(dates)} date(s) in {http_attempts} HTTP attempt(s), {http_retries} "
         f"retried, step attempt {context.retry_number + 1}"
     )
-    frame = spark.spark_session.createDataFrame(rows, schema(Table.FX_RATES))
-    result = replace_partitions(
-        frame.coalesce(1),
-        warehouse.table(Table.FX_RATES),
-        Table.FX_RATES,
-        daily_predicate(dates),
-        context.run_id,
-    )
+    with spark.connection_errors():
+        frame = spark.spark_session.createDataFrame(rows, schema(Table.FX_RATES))
+        result = replace_partitions(
+            frame.coalesce(1),
+            warehouse.table(Table.FX_RATES),
+            Table.FX_RATES,
+            daily_predicate(dates),
+            context.run_id,
+        )
     yield MaterializeResult(
         metadata={
             **result.metadata(),

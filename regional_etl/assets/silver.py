@@ -63,9 +63,10 @@ def orders(
     `orders_quarantine` either way.
     """
     partitions = run_date_regions(context)
-    bronze = read_bronze(spark.spark_session, warehouse, partitions)
     try:
-        run = run_silver(bronze, warehouse, partitions, context.run_id, quality_gates)
+        with spark.connection_errors():
+            bronze = read_bronze(spark.spark_session, warehouse, partitions)
+            run = run_silver(bronze, warehouse, partitions, context.run_id, quality_gates)
     except MissingFXRatesError as exc:
         raise Failure(
             description=f"{exc}: materialize fx_rates first "
