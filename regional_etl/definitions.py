@@ -1,6 +1,7 @@
 """The code location: the one Definitions object that `workspace.yaml` loads.
 
-Importing this module must stay cheap and must not start a JVM: Spark starts lazily inside runs.
+Importing this module must stay cheap and must not start a JVM or the Spark server: a run
+connects to Spark on first use.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
             **alert_resources(),
             **(resources if resources is not None else resources_for()),
         },
-        # Steps of one run share a process, hence one SparkSession: a multiprocess executor
-        # would start a JVM per step, which costs more than the parallelism it buys here.
+        # A run's steps form a chain (bronze -> silver, or one asset), so a process per step
+        # would only add Python start-ups: the parallelism is across runs and in Spark.
         executor=in_process_executor,
     )
 

@@ -3,6 +3,7 @@ rename or a lost dependency fails here), and importing it starts no JVM."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -73,21 +74,24 @@ def test_every_asset_and_resource_is_described() -> None:
         assert type(resource).__doc__, f"resource {name} has no docstring"
 
 
-def test_importing_the_code_location_starts_no_jvm() -> None:
+def test_importing_the_code_location_starts_no_jvm_and_no_spark_server(tmp_path: Path) -> None:
     probe = textwrap.dedent(
         """
         import os
         import regional_etl.definitions
-        from pyspark import SparkContext
         from regional_etl_tests.procs import java_children
-        print(SparkContext._active_spark_context is None, java_children(os.getpid()) == [])
+        print(java_children(os.getpid()) == [], os.listdir(os.environ["STATE"]) == [])
         """
     )
+    state = tmp_path / "spark-state"
+    state.mkdir()
     out = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", probe],
         capture_output=True,
         text=True,
         check=True,
+        timeout=120,
         cwd=Path(__file__).resolve().parents[1],  # so the probe imports regional_etl_tests
+        env={**os.environ, "STATE": str(state), "REGIONAL_ETL_SPARK_STATE_DIR": str(state)},
     )
     assert out.stdout.split() == ["True", "True"], out.stderr

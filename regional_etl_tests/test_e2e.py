@@ -38,9 +38,9 @@ MODULE = "regional_etl.definitions"
 DATE = "2024-03-04"  # a Monday inside the bundled ECB history
 ROWS = 40
 
-# Bounded waits, generous for a loaded 2-core machine (nothing asserts on wall time). The five
-# runs of a date start five JVMs at once (the instance sets no run concurrency limit): on a
-# shared 2-core machine the date took 11 min to reach gold, hence 25 min.
+# Bounded waits, generous for a loaded 2-core machine (nothing asserts on wall time). The runs
+# are Spark Connect clients of the one local server; when each run still started its own JVM,
+# the date took 11 min to reach gold here, the bound this keeps.
 STARTUP_TIMEOUT = 180.0
 LOAD_TIMEOUT = 240.0
 PIPELINE_TIMEOUT = 25 * 60.0
@@ -418,11 +418,10 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], GenerateSumm
             "REGIONAL_ETL_LANDING": str(landing),
             "REGIONAL_ETL_WAREHOUSE": str(warehouse),
             "REGIONAL_ETL_GATE_MIN_ROWS": "10",
-            "REGIONAL_ETL_SPARK_CONF": "spark.sql.shuffle.partitions=2",
             # The landing sensor launches the FX run next to the regional runs, so `orders` may
             # find no rates yet and step-retry. Short delays keep that quick; five retries keep
             # the window (3+9+21+45+93 s, about what the default 3 x 20 s gives) wide enough
-            # for an FX run that is slow to get its JVM on a loaded machine.
+            # for an FX run that is slow on a loaded machine.
             "REGIONAL_ETL_UPSTREAM_STEP_RETRY_DELAY_SECONDS": "3",
             "REGIONAL_ETL_UPSTREAM_STEP_RETRIES": "5",
         }
