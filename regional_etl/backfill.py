@@ -85,7 +85,8 @@ def run_backfill(
         warehouse = (defs.resources or {}).get("warehouse")
         if not isinstance(warehouse, WarehouseResource):
             raise ValueError("no landing_root given, and defs has no WarehouseResource 'warehouse'")
-        landing_root = str(warehouse.landing())
+        # Resolves EnvVar fields, as a run would: outside a run they are still unresolved.
+        landing_root = str(warehouse.process_config_and_initialize().landing())
     partitions = [DateRegion(d, r) for d in dates for r in regions]
     total = len(partitions)
     ready: list[DateRegion] = []

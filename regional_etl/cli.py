@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 
+from regional_etl import settings
 from regional_etl.contract import REGIONS
 
 DEMO_START, DEMO_END = "2024-03-04", "2024-03-10"
@@ -31,7 +31,7 @@ def _cmd_setup_jars(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from regional_etl.generate import generate_landing
 
-    root = Path(args.landing or os.environ.get("REGIONAL_ETL_LANDING", "./data/landing"))
+    root = Path(args.landing or settings.LANDING.get() or "./data/landing")
     summary = generate_landing(
         root,
         args.start,
@@ -80,7 +80,7 @@ def _cmd_spark_server(args: argparse.Namespace) -> int:
 def _instance():
     from dagster import DagsterInstance
 
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.DAGSTER_HOME.is_set():
         raise SystemExit(
             "DAGSTER_HOME is not set: point it at the folder holding dagster.yaml "
             "(scripts/setup.sh uses the project folder)"
@@ -105,7 +105,6 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from regional_etl import settings
     from regional_etl.fx.server import FXServer
 
     args.start, args.end = _date(DEMO_START), _date(DEMO_END)
@@ -113,10 +112,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _cmd_generate(args)
     # The demo starts the bundled FX service explicitly, as production would have its own.
     with FXServer() as server:
-        os.environ[settings.FX_URL.name] = server.url
+        settings.FX_URL.set(server.url)
         print(f"FX service at {server.url}")
         code = _cmd_backfill(args)
-    home = os.environ.get("DAGSTER_HOME", ".")
+    home = settings.DAGSTER_HOME.get() or "."
     print(
         "\nOpen the UI:  DAGSTER_HOME="
         f"{home} .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000\n"

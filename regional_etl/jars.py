@@ -9,11 +9,12 @@ and writes a manifest; every session afterwards passes the local files as ``spar
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+from regional_etl import settings
 
 SCALA_VERSION = "2.13"
 MANIFEST = "manifest.json"
@@ -31,7 +32,7 @@ def delta_coordinate() -> str:
 
 def jars_dir() -> Path:
     default = Path(__file__).resolve().parent.parent / ".cache" / "jars"
-    return Path(os.environ.get("REGIONAL_ETL_JARS_DIR", default)).resolve()
+    return Path(settings.JARS_DIR.get() or default).resolve()
 
 
 def resolved_jars(directory: Path | None = None) -> list[str]:

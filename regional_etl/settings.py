@@ -30,6 +30,15 @@ class Setting:
     def is_set(self) -> bool:
         return bool(os.environ.get(self.name, "").strip())
 
+    def set(self, value: str) -> None:
+        """For this process and the ones it starts (the demo points runs at its FX server)."""
+        os.environ[self.name] = value
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    """This process's environment for a child process, with overrides."""
+    return {**os.environ, **overrides}
+
 
 def configured(setting: Setting, kind: type = str) -> Any:
     """The value for a resource field: `EnvVar` when the variable is set (the UI shows its
@@ -49,6 +58,8 @@ def configured(setting: Setting, kind: type = str) -> Any:
 
 
 DAGSTER_HOME = Setting("DAGSTER_HOME", None, "the Dagster instance folder (dagster.yaml)")
+ENV = Setting("REGIONAL_ETL_ENV", "local", "resource map: local or cluster")
+XDG_CACHE_HOME = Setting("XDG_CACHE_HOME", "~/.cache", "the user's cache folder")
 LANDING = Setting("REGIONAL_ETL_LANDING", "./data/landing", "landing-zone root")
 WAREHOUSE = Setting("REGIONAL_ETL_WAREHOUSE", "./data/warehouse", "Delta warehouse root")
 START_DATE = Setting("REGIONAL_ETL_START_DATE", "2024-01-01", "first daily partition")

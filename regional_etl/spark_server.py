@@ -87,8 +87,9 @@ def state_dir() -> Path:
     configured = settings.SPARK_STATE_DIR.get()
     if configured:
         return Path(configured).expanduser().resolve()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache, "regional-etl", "spark-connect")
+    return Path(
+        settings.XDG_CACHE_HOME.get() or "~/.cache", "regional-etl", "spark-connect"
+    ).expanduser()
 
 
 def read_state(directory: Path | None = None) -> ServerState | None:
@@ -223,7 +224,7 @@ def _start(directory: Path) -> ServerState:
             # Its own session: the server outlives the run that started it, and a signal to
             # that run's process group (dagster dev stopping) does not reach it.
             start_new_session=True,
-            env={**os.environ, "REGIONAL_ETL_SPARK_STATE_DIR": str(directory)},
+            env=settings.environment(**{settings.SPARK_STATE_DIR.name: str(directory)}),
         )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -248,10 +249,9 @@ def supervise(directory: Path) -> int:
     """Run the server JVM, publish its state, stop it when idle or on SIGTERM (the supervisor)."""
     port = _free_port()
     idle_minutes = float(settings.SPARK_IDLE_MINUTES.get() or "30")
-    env = dict(os.environ)
+    env = settings.environment(SPARK_HOME=str(spark_home()))
     # glibc gives every JVM thread that allocates natively its own 64 MiB arena; two are plenty.
     env.setdefault("MALLOC_ARENA_MAX", "2")
-    env["SPARK_HOME"] = str(spark_home())
     jvm = subprocess.Popen(server_command(port), stdin=subprocess.DEVNULL, cwd=directory, env=env)
     stopping = False
 

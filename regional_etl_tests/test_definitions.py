@@ -95,3 +95,14 @@ def test_importing_the_code_location_starts_no_jvm_and_no_spark_server(tmp_path:
         env={**os.environ, "STATE": str(state), "REGIONAL_ETL_SPARK_STATE_DIR": str(state)},
     )
     assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    package = Path(__file__).resolve().parents[1] / "regional_etl"
+    readers = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "settings.py"
+        and any(word in path.read_text() for word in ("os.environ", "getenv("))
+    ]
+    assert readers == [], "read the environment through regional_etl/settings.py"

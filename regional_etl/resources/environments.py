@@ -6,7 +6,6 @@ the same code location runs embedded on a laptop and against a cluster and the r
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dagster import EnvVar
@@ -29,13 +28,13 @@ def _fx() -> FXRatesResource:
 
 def _warehouse() -> WarehouseResource:
     return WarehouseResource(
-        landing_root=os.environ.get("REGIONAL_ETL_LANDING", "./data/landing"),
-        warehouse_root=os.environ.get("REGIONAL_ETL_WAREHOUSE", "./data/warehouse"),
+        landing_root=settings.configured(settings.LANDING),
+        warehouse_root=settings.configured(settings.WAREHOUSE),
     )
 
 
 def resources_for(env: str | None = None) -> dict[str, Any]:
-    env = env or os.environ.get("REGIONAL_ETL_ENV", "local")
+    env = env or settings.ENV.get()
     if env == "local":
         # Unset: the local Spark Connect server; set: that endpoint.
         spark = SparkResource(remote=settings.configured(settings.SPARK_REMOTE))
