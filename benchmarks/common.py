@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from benchmarks.procmon import MemoryPeaks, TreeSampler
 
@@ -123,9 +124,11 @@ def pipeline_env(
             "PYTHONWARNINGS": "ignore",
         }
     )
-    # The jars cache is found relative to the installed package; keep an explicit override.
-    if os.environ.get("REGIONAL_ETL_JARS_DIR"):
-        env["REGIONAL_ETL_JARS_DIR"] = os.environ["REGIONAL_ETL_JARS_DIR"]
+    # Kept from the shell: where set-up put the Delta jars, and where the local Spark Connect
+    # server publishes its state (the runs must find the server the entry command warmed up).
+    for key in ("REGIONAL_ETL_JARS_DIR", "REGIONAL_ETL_SPARK_STATE_DIR"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     return env
 
 
@@ -152,33 +155,78 @@ class Measured:
         }
 
 
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End the process group a measured process leads (itself, a JVM, Python workers): SIGTERM,
+    then SIGKILL after `grace`. A no-op when the whole group is already gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; others of its group (a JVM) may still be shutting down.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def spawn(argv: list[str], env: dict[str, str], out: IO[bytes], cwd: Path) -> subprocess.Popen:
+    """Start a measured process as the leader of its own process group, so that it, its JVM and
+    its Python workers can be stopped together whatever happens to the benchmark."""
+    return subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def read_result(log: Path) -> dict[str, Any]:
+    """A worker's `BENCH_RESULT {json}` line, the last one in its log ({} if none)."""
+    result: dict[str, Any] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+    return result
+
+
 def run_measured(
-    argv: list[str], env: dict[str, str], log: Path, cwd: Path, timeout: float = 7200
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    cwd: Path,
+    timeout: float = 7200,
+    shared: tuple[int, ...] = (),
 ) -> Measured:
     """Run one process to completion, sampling its tree's RSS; its stdout/stderr go to `log`.
 
     Returns when its whole tree is gone, so that a JVM still shutting down does not slow the next
     measurement; the wall time stops when the process itself exits (when the user gets control).
+    `shared` processes (the Spark Connect server's JVM) are sampled along with it: their memory
+    and the CPU time they spend meanwhile are the run's too.
 
     A worker reports its own numbers on a last `BENCH_RESULT {json}` line of stdout.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        with TreeSampler(proc.pid) as sampler:
-            try:
-                returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                returncode = proc.wait()
-            wall = time.perf_counter() - started
-            lingered = sampler.wait_for_tree()
-    result: dict[str, Any] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-    return Measured(wall, returncode, sampler.peaks, result, log, round(lingered, 2))
+        proc = spawn(argv, env, out, cwd)
+        try:
+            with TreeSampler(proc.pid, shared=shared) as sampler:
+                try:
+                    returncode = proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    stop_group(proc)
+                    returncode = proc.wait()
+                wall = time.perf_counter() - started
+                lingered = sampler.wait_for_tree()
+        finally:
+            stop_group(proc)  # anything of its group still alive (normally nothing)
+    return Measured(wall, returncode, sampler.peaks, read_result(log), log, round(lingered, 2))
 
 
 def quality_gates() -> QualityGateResource:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,22 +126,36 @@ class MemoryPeaks:
 
 
 class TreeSampler:
-    """Samples the RSS of a process tree on a background thread until stopped.
+    """Samples the RSS of process trees on a background thread until stopped.
 
     `with TreeSampler(pid) as sampler: ...; sampler.peaks` — the interval is short enough to catch
     a JVM that lives only a few seconds, and long enough not to steal a core from the benchmark.
+
+    `pid` may be several processes we started (concurrent runs): their own RSS is `main_mib`.
+    `shared` are processes we did not start but whose work is ours too (the Spark Connect
+    server's JVM): their trees count in the totals, their CPU time only from the sampler's
+    start, and nobody waits for them to exit.
     """
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self.pid = pid
+    def __init__(
+        self, pid: int | Sequence[int], interval: float = 0.5, shared: Sequence[int] = ()
+    ) -> None:
+        self.roots = [pid] if isinstance(pid, int) else list(pid)
+        self.pid = self.roots[0]
+        self.shared = list(shared)
         self.interval = interval
         self.peaks = MemoryPeaks()
         self._kinds: dict[int, str] = {}
         # Every descendant ever seen: a JVM outlives its Python parent by a few seconds (shutdown
         # hooks delete Spark's temp files), reparented away from our tree but still our cost.
         self._seen: set[int] = set()
+        # CPU time a shared process had used before we looked: not ours.
+        self._cpu_before: dict[int, float] = {}
+        for server in self.shared:
+            for p in [server, *descendants(server)]:
+                self._cpu_before[p] = cpu_seconds(p)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"rss-{pid}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"rss-{self.pid}", daemon=True)
 
     def _kind(self, pid: int) -> str:
         # A pid's command line does not change after exec; cache it once it is known.
@@ -152,16 +167,24 @@ class TreeSampler:
 
     def sample(self) -> None:
         p = self.peaks
-        main = rss_kib(self.pid) / 1024
+        main = sum(rss_kib(root) for root in self.roots) / 1024
         by_kind = {"java": 0.0, "python_worker": 0.0, "other": 0.0}
-        tree = set(descendants(self.pid)) | {pid for pid in self._seen if _alive(pid)}
+        tree: set[int] = set()
+        for root in self.roots:
+            tree |= set(descendants(root))
+        tree |= {pid for pid in self._seen if _alive(pid)}
         self._seen |= tree
-        for pid in [self.pid, *tree]:
-            used = cpu_seconds(pid)
-            if used:
+        shared: set[int] = set()
+        for server in self.shared:
+            if _alive(server):
+                shared |= {server, *descendants(server)}
+        shared -= tree
+        for pid in [*self.roots, *tree, *shared]:
+            used = cpu_seconds(pid) - self._cpu_before.get(pid, 0.0)
+            if used > 0:
                 p._cpu_by_pid[pid] = max(p._cpu_by_pid.get(pid, 0.0), used)
         p.cpu_s = sum(p._cpu_by_pid.values())
-        for child in tree:
+        for child in tree | shared:
             k = self._kind(child)
             by_kind[k] += rss_kib(child) / 1024
             if k == "java":
@@ -183,8 +206,9 @@ class TreeSampler:
             self._stop.wait(self.interval)
 
     def wait_for_tree(self, timeout: float = 60.0) -> float:
-        """After the root process exited: wait (sampling) until its descendants are gone too,
-        so the next measurement does not share the machine with them. Returns seconds waited."""
+        """After the root processes exited: wait (sampling) until their descendants are gone
+        too, so the next measurement does not share the machine with them. Returns seconds
+        waited. Shared processes are not waited for."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             seen = set(self._seen)  # a C-level copy: the sampling thread adds to it

@@ -6,7 +6,12 @@ from typing import Any
 
 # The issue's targets. They are reported, never asserted: this machine is shared and noisy.
 TARGETS = {
-    "a_over_b_min": 10.0,
+    # Issue 11: per-partition runs on the product's Spark Connect path over the backfill's days
+    # cost at most 3x one range backfill; a regional run is at least 5x faster than on the
+    # classic per-run JVM; 4 concurrent runs plus the server hold at most 3.5 GiB.
+    "a_over_b_max": 3.0,
+    "classic_over_connect_run_min": 5.0,
+    "concurrent_memory_max_gib": 3.5,
     "b_over_c_max": 1.5,
     "gate_over_count_max": 1.3,
     "load_max_s": 3.0,
@@ -38,17 +43,24 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {"lines": lines, "targets": TARGETS}
     backfill = results.get("backfill")
     a = results.get("per_partition")
+    # (b) to judge (a) by: the backfill section's, or the one the per-partition section ran.
+    b_run = backfill["b"] if backfill else (a or {}).get("b")
+    paths = (a or {}).get("paths", {})
     if backfill or a:
         walls = {
-            "a": a["extrapolated_wall_s"] if a else None,
-            "b": backfill["b"]["wall_s"] if backfill else None,
+            "a": paths["connect"]["extrapolated_wall_s"] if a else None,
+            "a_classic": paths["classic"]["extrapolated_wall_s"] if a else None,
+            "b": b_run["wall_s"] if b_run else None,
             "c": backfill["c"]["wall_s"] if backfill else None,
             "c_optimized": backfill["c_optimized"]["wall_s"] if backfill else None,
         }
         cpus = {
-            "a": a["extrapolated_cpu_s"] if a else None,
+            "a": paths["connect"]["extrapolated_cpu_s"] if a else None,
+            "a_classic": paths["classic"]["extrapolated_cpu_s"] if a else None,
             **{k: _min_cpu(backfill, k) for k in ("b", "c", "c_optimized")},
         }
+        if cpus["b"] is None and b_run:
+            cpus["b"] = b_run["memory"]["cpu_s"]
         summary["wall_s"] = walls
         summary["cpu_s"] = cpus
         summary["rows_per_s"] = {k: round(lines / v) if v else None for k, v in walls.items()}
@@ -59,8 +71,28 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         summary["a_over_b"] = a_over_b
         summary["b_over_c"] = b_over_c
         summary["c_over_c_optimized"] = _ratio(walls["c"], walls["c_optimized"])
-        summary["a_over_b_met"] = None if a_over_b is None else a_over_b >= TARGETS["a_over_b_min"]
+        summary["a_classic_over_b"] = _ratio(walls["a_classic"], walls["b"])
+        summary["a_over_b_met"] = None if a_over_b is None else a_over_b <= TARGETS["a_over_b_max"]
         summary["b_over_c_met"] = None if b_over_c is None else b_over_c <= TARGETS["b_over_c_max"]
+    if a:
+        regional = {p: paths[p]["median_run_s"].get("regional_orders_job") for p in paths}
+        summary["regional_run_median_s"] = regional
+        summary["regional_runs_per_path"] = {p: len(paths[p]["regional_run_s"]) for p in paths}
+        speedup = _ratio(regional.get("classic"), regional.get("connect"))
+        summary["classic_over_connect_run"] = speedup
+        summary["classic_over_connect_run_met"] = (
+            None if speedup is None else speedup >= TARGETS["classic_over_connect_run_min"]
+        )
+        conc = a.get("concurrent")
+        if conc:
+            peak = conc["memory"]["total_mib"] / 1024
+            summary["concurrent_peak_gib"] = round(peak, 2)
+            summary["concurrent_jvms_seen"] = conc["memory"]["jvms_seen"]
+            summary["concurrent_memory_met"] = (
+                peak <= TARGETS["concurrent_memory_max_gib"]
+                and conc["memory"]["jvms_seen"] <= 1
+                and conc["ok"]
+            )
     if backfill:
         b = backfill["b"]
         runs = b["result"].get("runs", [])
@@ -157,16 +189,32 @@ def format_report(results: dict[str, Any]) -> str:
     if backfill or a:
         rows = []
         if a:
-            rows.append(
-                [
-                    "(a) one run per partition, own process + JVM each",
-                    _s(s["wall_s"]["a"]),
-                    _s(s["cpu_s"]["a"]),
-                    _s(s["rows_per_s"]["a"], 0),
-                    f"EXTRAPOLATED from {a['sampled_runs']} runs "
-                    f"({a['sampled_partitions']} partitions) to {a['runs_in_full_backfill']} runs",
-                ]
-            )
+            for key, label in (
+                ("a", "(a) one run per partition, Connect client each"),
+                ("a_classic", "(a0) one run per partition, own JVM each"),
+            ):
+                path = a["paths"]["connect" if key == "a" else "classic"]
+                rows.append(
+                    [
+                        label,
+                        _s(s["wall_s"][key]),
+                        _s(s["cpu_s"][key]),
+                        _s(s["rows_per_s"][key], 0),
+                        f"EXTRAPOLATED from {path['sampled_runs']} runs "
+                        f"({a['sampled_partitions']} partitions) to "
+                        f"{a['runs_in_full_backfill']} runs",
+                    ]
+                )
+            if not backfill and a.get("b"):
+                rows.append(
+                    [
+                        "(b) run_backfill: one process, range runs",
+                        _s(s["wall_s"]["b"]),
+                        _s(s["cpu_s"]["b"]),
+                        _s(s["rows_per_s"]["b"], 0),
+                        "Connect client; run by the per-partition section",
+                    ]
+                )
         if backfill:
             b = backfill["b"]
             rows += [
@@ -198,10 +246,42 @@ def format_report(results: dict[str, Any]) -> str:
         header = ["variant", "wall s", "CPU s", "rows/s", "notes"]
         out += ["", "1. Backfill", _table(header, rows)]
         out.append(
-            f"a/b = {_s(s['a_over_b'], 1)} (target >= 10: {_verdict(s['a_over_b_met'])}); "
+            f"a/b = {_s(s['a_over_b'], 2)} (target <= 3: {_verdict(s['a_over_b_met'])}); "
+            f"a0/b = {_s(s.get('a_classic_over_b'), 1)}; "
             f"b/c = {_s(s['b_over_c'], 2)} (target <= 1.5: {_verdict(s['b_over_c_met'])}); "
-            f"in CPU time: a/b = {_s(s['a_over_b_cpu'], 1)}, b/c = {_s(s['b_over_c_cpu'], 2)}"
+            f"in CPU time: a/b = {_s(s['a_over_b_cpu'], 2)}, b/c = {_s(s['b_over_c_cpu'], 2)}"
         )
+        if a:
+            med = s["regional_run_median_s"]
+            n = s["regional_runs_per_path"]
+            out.append(
+                f"per regional run, median (alternating, {n['classic']} classic, "
+                f"{n['connect']} Connect): classic {_s(med['classic'], 2)} s, Connect "
+                f"{_s(med['connect'], 2)} s, classic/Connect = "
+                f"{_s(s['classic_over_connect_run'], 2)} (target >= 5: "
+                f"{_verdict(s['classic_over_connect_run_met'])})"
+            )
+            for name, path in a["paths"].items():
+                runs = ", ".join(
+                    f"{job.removesuffix('_job')} {sec:.1f}"
+                    for job, sec in path["median_run_s"].items()
+                )
+                out.append(
+                    f"({name}) median run, s: {runs}; JVMs in a run: {path['max_jvms_seen']}"
+                )
+            server = results.get("spark_server", {})
+            start = server.get("at_start", {})
+            out.append(
+                "Connect server warm before the first timed run: "
+                + (
+                    "already running"
+                    if server.get("already_running")
+                    else "started by the benchmark"
+                )
+                + f" (ensure_running {server.get('ensure_running_s', 0):.1f} s; uptime "
+                f"{start.get('uptime_seconds', '?')} s, {start.get('memory_mib', '?')} MiB, "
+                f"{start.get('sessions', '?')} sessions at start); shared with other users"
+            )
         if backfill:
             runs = backfill["b"]["result"].get("runs", [])
             by_job = ", ".join(f"{r['job'].removesuffix('_job')} {r['run_s']:.1f}" for r in runs)
@@ -263,8 +343,23 @@ def format_report(results: dict[str, Any]) -> str:
             "4. Peak memory during (b)",
             f"total {s['memory_peak_gib']:.2f} GiB (target <= 4 GiB: "
             f"{_verdict(s['memory_met'])}): Python {mem['main_mib']:.0f} MiB, JVM "
-            f"{mem['jvm_mib']:.0f} MiB, Python workers {mem['python_workers_mib']:.0f} MiB "
-            f"({mem['python_workers_seen']} processes)",
+            f"{mem['jvm_mib']:.0f} MiB (the Connect server's), Python workers "
+            f"{mem['python_workers_mib']:.0f} MiB ({mem['python_workers_seen']} processes)",
+        ]
+    conc = (a or {}).get("concurrent")
+    if conc:
+        mem = conc["memory"]
+        before = conc.get("server_before") or {}
+        out += [
+            "",
+            f"4b. {conc['runs']} concurrent regional runs on the Connect path ({conc['date']}), "
+            "runs + server",
+            f"peak total {s['concurrent_peak_gib']:.2f} GiB, JVMs seen {mem['jvms_seen']} "
+            f"(target <= 3.5 GiB and one JVM: {_verdict(s['concurrent_memory_met'])}): "
+            f"run processes {mem['main_mib']:.0f} MiB together, server JVM "
+            f"{mem['jvm_mib']:.0f} MiB (it held {before.get('memory_mib', '?')} MiB with "
+            f"{before.get('sessions', '?')} sessions before), others {mem['other_mib']:.0f} MiB; "
+            f"all done in {_s(conc['all_done_s'])} s, ok={conc['ok']}",
         ]
     if s.get("scaling"):
         rows = [

@@ -16,9 +16,11 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +81,16 @@ def with_load(measured: Measured, before: tuple[float, ...]) -> dict[str, Any]:
 
 
 def run_backfill_b(
-    work: Path, name: str, landing: Path, sizes: Sizes, rows: int, fx_url: str
+    work: Path,
+    name: str,
+    landing: Path,
+    sizes: Sizes,
+    rows: int,
+    fx_url: str,
+    server_pid: int,
 ) -> dict[str, Any]:
-    """(b): `run_backfill` in a fresh process, on a fresh instance and warehouse."""
+    """(b): `run_backfill` in a fresh process, on a fresh instance and warehouse; a Spark Connect
+    client, so the server JVM's memory and CPU time while it runs are counted with it."""
     home = dagster_home(work / f"home-{name}")
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, max(1, rows // 2))
@@ -101,7 +110,8 @@ def run_backfill_b(
         str(max(1, rows // 2)),
     )
     before = os.getloadavg()
-    measured = run_measured(argv, env, work / "logs" / f"{name}.log", cwd=PROJECT)
+    log = work / "logs" / f"{name}.log"
+    measured = run_measured(argv, env, log, cwd=PROJECT, shared=(server_pid,))
     data = with_load(measured, before)
     data["tables"] = {t: delta_files(warehouse / t) for t in TABLES}
     return data
@@ -196,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}",
     )
     parser.add_argument(
+        "--days", type=int, help="override the mode's number of days (a reduced run)"
+    )
+    parser.add_argument(
         "--report", type=Path, help="only print the table of an earlier results JSON file"
     )
     args = parser.parse_args(argv)
@@ -204,12 +217,18 @@ def main(argv: list[str] | None = None) -> int:
         results["summary"] = summarize(results)
         print(format_report(results))
         return 0
+    # A SIGTERM (a timeout, a CI cancel) unwinds like an exception: every `finally` stops the
+    # process group of the run it started.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     sizes = QUICK if args.quick else FULL
+    if args.days:
+        sizes = replace(sizes, days=args.days)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}: expected some of {', '.join(SECTIONS)}")
 
+    from regional_etl import spark_server
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
     from regional_etl.fx.server import FXServer
@@ -229,6 +248,21 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
+    # Every Dagster run of the product is a Spark Connect client: warm the local server first,
+    # so no timed run pays its start. It is shared: stopped at the end only if this started it
+    # and nobody else is connected.
+    was_running = spark_server.read_state() is not None
+    warming = time.perf_counter()
+    server = spark_server.ensure_running()
+    results["spark_server"] = {
+        "already_running": was_running,
+        "ensure_running_s": round(time.perf_counter() - warming, 3),
+        "at_start": spark_server.describe(server),
+    }
+    say(
+        f"Spark Connect server {'already running' if was_running else 'started'} at "
+        f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
+    )
     try:
         # One FX service for every process.
         with FXServer() as fx:
@@ -249,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     one: dict[str, Any] = {}
                     say(f"round {n + 1}: (b) run_backfill, one process")
                     one["b"] = run_backfill_b(
-                        work, f"b-1x-r{n}", landing, sizes, sizes.rows, fx.url
+                        work, f"b-1x-r{n}", landing, sizes, sizes.rows, fx.url, server.jvm_pid
                     )
                     say(f"(b) {one['b']['wall_s']:.1f}s; (c) bare PySpark")
                     one["c"] = run_bare_c(work, f"c-1x-r{n}", landing, sizes, fx.url, False)
@@ -267,17 +301,47 @@ def main(argv: list[str] | None = None) -> int:
                 sample_dates = dates[: sizes.per_partition_dates]
                 sample_regions = list(REGIONS[: sizes.per_partition_regions])
                 say(
-                    f"(a) one process per partition: {len(sample_dates)} date(s) x "
-                    f"{len(sample_regions)} region(s) sampled"
+                    f"(a) one process per partition, classic and Connect alternating: "
+                    f"{len(sample_dates)} date(s) x {len(sample_regions)} region(s) sampled; "
+                    f"Connect server warm at {server.url} (pid {server.jvm_pid})"
                 )
-                home = dagster_home(work / "home-a")
-                env = pipeline_env(home, landing, work / "warehouse-a", fx.url, sizes.min_rows)
-                results["per_partition"] = per_partition.measure(
-                    dates, list(REGIONS), sample_dates, sample_regions, env, work / "logs" / "a"
-                )
-                results["per_partition"]["tables"] = {
-                    t: delta_files(work / "warehouse-a" / t) for t in TABLES
+                envs = {
+                    path: pipeline_env(
+                        dagster_home(work / f"home-a-{path}"),
+                        landing,
+                        work / f"warehouse-a-{path}",
+                        fx.url,
+                        sizes.min_rows,
+                    )
+                    for path in per_partition.LOCATIONS
                 }
+                logs = work / "logs" / "a"
+                pp = per_partition.measure(
+                    dates,
+                    list(REGIONS),
+                    sample_dates,
+                    sample_regions,
+                    envs,
+                    logs,
+                    server.jvm_pid,
+                    say,
+                )
+                say(f"{len(REGIONS)} concurrent regional runs on the Connect path")
+                pp["concurrent"] = per_partition.concurrent(
+                    sample_dates[0],
+                    list(REGIONS),
+                    envs["connect"],
+                    logs / "concurrent",
+                    server.jvm_pid,
+                )
+                if "backfill" not in results:
+                    # The per-partition total is judged against a range backfill of this run.
+                    say("(b) run_backfill, to compare the per-partition runs with")
+                    pp["b"] = run_backfill_b(
+                        work, "b-pp", landing, sizes, sizes.rows, fx.url, server.jvm_pid
+                    )
+                pp["tables"] = {t: delta_files(work / "warehouse-a-connect" / t) for t in TABLES}
+                results["per_partition"] = pp
 
             if "gate" in sections:
                 say(f"quality gate on {sizes.gate_rows} rows")
@@ -294,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                         say(f"scaling {factor}x: generating {rows} rows per partition")
                         lines = generate(root, sizes, rows)["lines"]
                         say(f"scaling {factor}x: (b) run_backfill")
-                        run = run_backfill_b(work, f"b-{factor}x", root, sizes, rows, fx.url)
+                        run = run_backfill_b(
+                            work, f"b-{factor}x", root, sizes, rows, fx.url, server.jvm_pid
+                        )
                         # Disk: the 4x input of the full mode is ~1.7 GB.
                         shutil.rmtree(root, ignore_errors=True)
                         shutil.rmtree(work / f"warehouse-b-{factor}x", ignore_errors=True)
@@ -304,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
                 results["scaling"] = scaling
     finally:
         results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        after = spark_server.read_state()
+        results["spark_server"]["same_server_at_end"] = bool(
+            after and after.server_id == server.server_id
+        )
+        if not was_running and after and spark_server.connected_clients(after.port) == 0:
+            spark_server.stop()
+            results["spark_server"]["stopped_at_end"] = True
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         # The raw numbers first: an hour of measurements must survive a bug in the summary.
