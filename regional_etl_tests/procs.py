@@ -3,7 +3,14 @@ did not start."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def java_children(pid: int) -> list[int]:
@@ -20,3 +27,43 @@ def java_children(pid: int) -> list[int]:
         if int(fields[1]) == pid and b"java" in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+@contextmanager
+def process_groups(*argvs: list[str], **popen: Any) -> Iterator[list[subprocess.Popen]]:
+    """Start each command in a process group of its own; on leaving (success, failure or a
+    timeout in the body), end every group: SIGTERM, then SIGKILL after a grace."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for argv in argvs:
+            procs.append(subprocess.Popen(argv, start_new_session=True, **popen))
+        yield procs
+    finally:
+        for proc in procs:
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; the rest of its group gets the rest of the grace.
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            time.sleep(0.1)
+    if proc.poll() is None:
+        proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -33,6 +33,7 @@ from regional_etl.definitions import defs
 from regional_etl.generate import generate_landing, write_drop
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl_tests.conftest import Pipeline
+from regional_etl_tests.procs import process_groups
 
 LINE = (
     '{"order_id": "A1", "user_id": "u", "amount": 5, "currency": "EUR", '
@@ -248,17 +249,11 @@ def test_parallel_writers_in_separate_processes_lose_nothing(spark, tmp_path: Pa
     ensure_table(spark, path, Table.RAW_ORDERS)  # created once, before the writers start
     rounds = 6
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, path, region, str(rounds)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for region in ("us-east", "eu-west")
-    ]
-    outputs = [w.communicate(timeout=600)[0] for w in writers]
+    argv = [[sys.executable, "-c", WRITER, path, region, str(rounds)] for region in REGIONS[:2]]
+    with process_groups(
+        *argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as writers:
+        outputs = [w.communicate(timeout=600)[0] for w in writers]
     assert [w.returncode for w in writers] == [0, 0], outputs
     table = spark.read.format("delta").load(path)
     assert table.count() == 2 * rounds * 50
@@ -271,7 +266,7 @@ def test_parallel_writers_in_separate_processes_lose_nothing(spark, tmp_path: Pa
     writes = [h for h in commits if h["operation"] == "WRITE"]
     assert len(writes) == 2 * rounds
     assert {h["userMetadata"] for h in writes} == {
-        f"run-{region}-{n}" for region in ("us-east", "eu-west") for n in range(rounds)
+        f"run-{region}-{n}" for region in REGIONS[:2] for n in range(rounds)
     }
 
 

@@ -17,6 +17,7 @@ from dagster import Failure
 
 from regional_etl import spark_server
 from regional_etl.resources.spark import SparkResource
+from regional_etl_tests.procs import process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ def own_server_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """A state folder of this test's own; whatever server it gets is stopped at the end."""
     directory = tmp_path / "spark-connect"
     monkeypatch.setenv("REGIONAL_ETL_SPARK_STATE_DIR", str(directory))
-    monkeypatch.setenv("REGIONAL_ETL_SPARK_IDLE_MINUTES", "0.1")
+    monkeypatch.setenv("REGIONAL_ETL_SPARK_IDLE_MINUTES", "0.5")
     monkeypatch.setenv("REGIONAL_ETL_SPARK_DRIVER_MEMORY", "512m")
     yield directory
     state = spark_server.stop()
@@ -45,23 +46,11 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     own_server_dir: Path,
 ) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    clients = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLIENT],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for _ in range(2)
-    ]
-    try:
+    client = [sys.executable, "-c", CLIENT]
+    with process_groups(
+        client, client, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as clients:
         outputs = [c.communicate(timeout=240) for c in clients]
-    finally:
-        for c in clients:
-            if c.poll() is None:
-                os.killpg(c.pid, signal.SIGKILL)
     assert [c.returncode for c in clients] == [0, 0], outputs
     ids = {out.strip().splitlines()[-1] for out, _ in outputs}
     assert len(ids) == 1, outputs  # the start lock: one server for both
@@ -93,9 +82,9 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     second = spark_server.read_state()
     assert second is not None and second.server_id != first.server_id
 
-    # Idle: with no client left, the server stops itself (0.1 min here, polled every 5 s).
+    # Idle: with no client left, the server stops itself (30 s here, polled every 5 s).
     resource.spark_session.stop()
-    _wait_for(lambda: spark_server.read_state() is None, 60, "the idle stop")
+    _wait_for(lambda: spark_server.read_state() is None, 120, "the idle stop")
     _wait_for(lambda: not _alive(second.jvm_pid), 30, "the JVM exiting")
     assert "idle for" in (own_server_dir / spark_server.LOG_FILE).read_text()
 
