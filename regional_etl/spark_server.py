@@ -80,7 +80,8 @@ class ServerState:
     log: str
 
     def alive(self) -> bool:
-        return _pid_alive(self.supervisor_pid) and _pid_alive(self.jvm_pid)
+        # The command line too: after a reboot the pids of a stale state file may be others'.
+        return _pid_alive(self.supervisor_pid) and b"SparkConnectServer" in _cmdline(self.jvm_pid)
 
 
 def state_dir() -> Path:
@@ -344,6 +345,13 @@ def _pid_alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes() if _pid_alive(pid) else b""
+    except OSError:
+        return b""
 
 
 def _touch_lease(directory: Path) -> None:

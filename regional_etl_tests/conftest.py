@@ -24,15 +24,23 @@ from regional_etl_tests.fx_faults import FaultyFXServer
 TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2"}
 
 
-@pytest.fixture(scope="session")
-def spark_server_state() -> Iterator[spark_server.ServerState]:
-    """The product's local Spark Connect server, started once for the test session and stopped
-    at its end, unless it was already running (a developer's, or another test session's)."""
+@pytest.fixture(scope="session", autouse=True)
+def spark_server_left_as_found() -> Iterator[None]:
+    """The product's local Spark Connect server is started by whichever test first needs it (a
+    Spark test, or a run under `dagster dev`); at the end of the test session it is stopped
+    again, unless it was already running before (a developer's) or another client still uses
+    it (another test session)."""
     already_running = spark_server.read_state() is not None
-    state = spark_server.ensure_running()
-    yield state
-    if not already_running and spark_server.connected_clients(state.port) == 0:
+    yield
+    state = spark_server.read_state()
+    if not already_running and state is not None and not spark_server.connected_clients(state.port):
         spark_server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_server_state() -> spark_server.ServerState:
+    """The local server, started now if no test started it yet."""
+    return spark_server.ensure_running()
 
 
 @pytest.fixture(scope="session")
