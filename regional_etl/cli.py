@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import warnings
 from pathlib import Path
 
 from regional_etl import settings
@@ -169,6 +170,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster flags the beta/preview APIs the code location uses on every import; that is for
+    # us, not for the person at the terminal.
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command](args)
 
