@@ -39,6 +39,17 @@ def _alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
+def start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks after boot), or None if it is gone: with the pid, it
+    names one process, where a pid alone may be reused by another process after it exits."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 of stat, counted from "state", which is field 3.
+    return int(stat[stat.rfind(")") + 2 :].split()[19])
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of `pid` (children, grandchildren, ...), not `pid` itself."""
     children: dict[int, list[int]] = {}
@@ -148,7 +159,8 @@ class TreeSampler:
         self._kinds: dict[int, str] = {}
         # Every descendant ever seen: a JVM outlives its Python parent by a few seconds (shutdown
         # hooks delete Spark's temp files), reparented away from our tree but still our cost.
-        self._seen: set[int] = set()
+        # pid -> start time: a pid that exits and is reused elsewhere is not ours any more.
+        self._seen: dict[int, int | None] = {}
         # CPU time a shared process had used before we looked: not ours.
         self._cpu_before: dict[int, float] = {}
         for server in self.shared:
@@ -172,8 +184,9 @@ class TreeSampler:
         tree: set[int] = set()
         for root in self.roots:
             tree |= set(descendants(root))
-        tree |= {pid for pid in self._seen if _alive(pid)}
-        self._seen |= tree
+        tree |= {pid for pid, started in self._seen.items() if start_ticks(pid) == started}
+        for pid in tree:
+            self._seen.setdefault(pid, start_ticks(pid))
         shared: set[int] = set()
         for server in self.shared:
             if _alive(server):
@@ -211,8 +224,8 @@ class TreeSampler:
         waited. Shared processes are not waited for."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            seen = set(self._seen)  # a C-level copy: the sampling thread adds to it
-            if not any(_alive(pid) for pid in seen):
+            seen = dict(self._seen)  # a C-level copy: the sampling thread adds to it
+            if not any(start_ticks(pid) == started for pid, started in seen.items()):
                 break
             time.sleep(0.2)
         return time.monotonic() - started
