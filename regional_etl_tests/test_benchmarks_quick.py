@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from regional_etl_tests.procs import process_groups
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -21,15 +23,13 @@ PROJECT = Path(__file__).resolve().parent.parent
 def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONAL_ETL_FX_FAULT_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    argv = [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)]
+    # Its runs, JVMs and servers are in its process group: all of it ends with the test.
+    with process_groups(
+        argv, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as [proc]:
+        stdout, stderr = proc.communicate(timeout=3600)
+    assert proc.returncode == 0, stdout[-4000:] + stderr[-4000:]
     for heading in (
         "1. Backfill",
         "(a) one run per partition",
@@ -41,7 +41,7 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
         "4. Peak memory",
         "5. Scaling",
     ):
-        assert heading in proc.stdout, f"{heading!r} missing from:\n{proc.stdout}"
+        assert heading in stdout, f"{heading!r} missing from:\n{stdout}"
 
     files = list(out.glob("quick-*.json"))
     assert len(files) == 1, files
