@@ -106,3 +106,13 @@ def test_only_the_settings_module_reads_the_environment() -> None:
         and any(word in path.read_text() for word in ("os.environ", "getenv("))
     ]
     assert readers == [], "read the environment through regional_etl/settings.py"
+
+
+def test_warehouse_paths_are_absolute_and_uris_pass_through() -> None:
+    from regional_etl.contract import Table
+    from regional_etl.resources.warehouse import WarehouseResource
+
+    local = WarehouseResource(warehouse_root="./data/warehouse").table(Table.ORDERS)
+    assert local == str(Path("./data/warehouse").resolve() / "silver" / "orders")
+    remote = WarehouseResource(warehouse_root="s3a://bucket/wh/").table(Table.ORDERS)
+    assert remote == "s3a://bucket/wh/silver/orders"
