@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regional_etl_tests.procs import process_stats
+
 T = TypeVar("T")
 
 HOST = "127.0.0.1"
@@ -78,18 +80,9 @@ def wait_for(
 def _descendants(root: int) -> dict[int, str]:
     """pid -> start time of every live descendant of `root` (from /proc), to kill stragglers
     that left the process group, and only those (a pid is matched with its start time)."""
-    parents: dict[int, int] = {}
-    starts: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry)] = int(fields[1])
-        starts[int(entry)] = fields[19]
+    stats = process_stats()
+    parents = {pid: int(fields[1]) for pid, fields in stats.items()}
+    starts = {pid: fields[19] for pid, fields in stats.items()}
     found: dict[int, str] = {}
     frontier = [root]
     while frontier:

@@ -13,19 +13,31 @@ from pathlib import Path
 from typing import Any
 
 
+def process_stats() -> dict[int, list[str]]:
+    """pid -> the fields of /proc/<pid>/stat after the command name, for every process: [0] is
+    the state, [1] the parent pid, [2] the process group, [19] the start time."""
+    stats = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces and parentheses: split after its ")".
+            stats[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process exited while we looked
+    return stats
+
+
 def java_children(pid: int) -> list[int]:
     """Live direct children of `pid` whose command line mentions java (the JVM, or a launcher
     script on its way to becoming one)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child, fields in process_stats().items():
+        if int(fields[1]) != pid:
+            continue
         try:
-            # The command name (field 2) may hold spaces and parentheses: split after its ")".
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            if b"java" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
         except OSError:
-            continue  # the process exited while we looked
-        if int(fields[1]) == pid and b"java" in cmdline:
-            found.append(int(stat.parent.name))
+            continue
     return found
 
 

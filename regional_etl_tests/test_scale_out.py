@@ -42,7 +42,7 @@ from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl_tests.conftest import TEST_SPARK_CONF, Pipeline
 from regional_etl_tests.e2e_support import HOST, E2EError, free_port, isolated_env, wait_for
-from regional_etl_tests.procs import process_groups
+from regional_etl_tests.procs import process_groups, process_stats
 
 pytestmark = pytest.mark.slow
 
@@ -214,18 +214,7 @@ def standalone_cluster(root: Path) -> Iterator[Cluster]:
 def group_members(pgids: set[int]) -> dict[int, str]:
     """pid -> state of every process in the given process groups, zombies included (from /proc:
     executors are the workers' children, in the workers' groups)."""
-    members = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) in pgids:
-            members[int(entry)] = state
-    return members
+    return {pid: f[0] for pid, f in process_stats().items() if int(f[2]) in pgids}
 
 
 def listening_addresses(pids: list[int]) -> set[str]:
