@@ -18,4 +18,12 @@ command -v java >/dev/null || { echo "setup: Java 17 is required (java not on PA
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-.venv/bin/regional-etl setup-jars
+# Spark's Ivy prints a line per jar: keep that in a file, show the summary (or the error).
+mkdir -p .cache
+jars_log=.cache/setup-jars.log
+if ! .venv/bin/regional-etl setup-jars >"$jars_log" 2>&1; then
+  tail -n 40 "$jars_log" >&2
+  echo "setup: resolving the Delta jars failed; the whole log is in $jars_log" >&2
+  exit 1
+fi
+tail -n 1 "$jars_log"
