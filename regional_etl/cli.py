@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from regional_etl import settings
 from regional_etl.contract import REGIONS
@@ -19,6 +20,30 @@ def _date(value: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{value!r} is not a YYYY-MM-DD date") from exc
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return number
+
+
+def _port(value: str) -> int:
+    port = _positive_int(value)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
+    return port
+
+
+class _Parser(argparse.ArgumentParser):
+    """A user error is one line and exit status 2: no usage block, never a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _cmd_setup_jars(args: argparse.Namespace) -> int:
@@ -126,22 +151,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="regional-etl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="regional-etl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("setup-jars", help="resolve the Delta jars once into the project cache")
 
     gen = sub.add_parser("generate", help="write a deterministic synthetic landing zone")
     gen.add_argument("--start", type=_date, required=True)
     gen.add_argument("--end", type=_date, required=True)
-    gen.add_argument("--rows", type=int, default=1000, help="lines per (date, region) drop")
+    gen.add_argument(
+        "--rows", type=_positive_int, default=1000, help="lines per (date, region) drop"
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--anomalies", action="store_true", help="inject contract violations")
     gen.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
     gen.add_argument("--landing", help="landing root (default $REGIONAL_ETL_LANDING)")
 
     fx = sub.add_parser("fx-server", help="serve the bundled ECB rates (Frankfurter API)")
-    fx.add_argument("--port", type=int, default=8765)
+    fx.add_argument("--port", type=_port, default=8765)
 
     server = sub.add_parser(
         "spark-server", help="the local Spark Connect server every run uses: start, stop, status"
@@ -154,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
 
     demo = sub.add_parser("demo", help="generate a week of data and materialize everything")
-    demo.add_argument("--rows", type=int, default=2000)
+    demo.add_argument("--rows", type=_positive_int, default=2000)
     demo.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
     return parser
 
@@ -173,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster flags the beta/preview APIs the code location uses on every import; that is for
     # us, not for the person at the terminal.
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start and end and end < start:
+        parser.error(f"--end {end} is before --start {start}")
     return COMMANDS[args.command](args)
 
 
