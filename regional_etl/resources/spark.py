@@ -98,7 +98,8 @@ class SparkResource(ConfigurableResource):
             try:
                 self._session.stop()
             except Exception as exc:  # the server may already be gone; nothing to release
-                context.log.debug(f"Spark session stop: {exc}") if context.log else None
+                if context.log:
+                    context.log.debug(f"Spark session stop: {exc}")
             self._session = None
 
 
