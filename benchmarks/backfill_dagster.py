@@ -1,4 +1,5 @@
-"""Worker (b): our backfill path, `regional_etl.backfill.run_backfill`, in this one process.
+"""Worker (b): our backfill path, `regional_etl.backfill.run_backfill` (a Dagster asset backfill
+driven in this one process, as `regional-etl backfill` drives it without a daemon).
 
 Started by the entry command in a fresh process (so the wall time it measures includes Python
 imports, as `regional-etl backfill` would pay). Resources mirror the test suite's `pipeline`
@@ -63,20 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         args.start,
         args.end,
         landing_root=args.landing,
-        progress=lambda line: print(line, flush=True),
+        progress=lambda state: print(state, flush=True),
     )
     finished = time.perf_counter()
 
     runs = []
-    for job, run_id, ok in report.runs:
+    for run_id in report.runs:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
         stats = instance.get_run_stats(run_id)
         steps = instance.get_run_step_stats(run_id)
         run_s = (stats.end_time or 0) - (stats.start_time or 0)
         step_s = sum((s.end_time or 0) - (s.start_time or 0) for s in steps)
         runs.append(
             {
-                "job": job,
-                "ok": ok,
+                "assets": sorted(k.to_user_string() for k in run.asset_selection or []),
+                "ok": run_id not in report.failed_runs,
                 "run_s": round(run_s, 3),
                 "steps_s": round(step_s, 3),
                 "events": len(instance.all_logs(run_id)),

@@ -1,30 +1,83 @@
-"""Headless backfill: run the pipeline for a date range on a Dagster instance, and report.
+"""Backfills have one mechanism, Dagster's asset backfill: the UI's "Materialize all" over a date
+range and `regional-etl backfill` create the same thing, it shows on the UI's Backfills page,
+and the same backfill logic decides its runs.
 
-Runs are executed in this process, one after the other, so the whole backfill shares one
-SparkSession. A failed range run is split into one run per partition, so a broken drop fails only
-its own partition.
+`run_backfill` submits the backfill with the GraphQL mutation the UI sends
+(`launchPartitionBackfill`). If a Dagster daemon is running on the instance, the daemon executes
+it and this module only follows it; otherwise this process drives it with the daemon's own
+backfill iteration and executes its runs in-process, one after the other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
+from typing import Any
 
-from dagster import DagsterInstance, Definitions
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    RunsFilter,
+    colored_console_logger,
+)
 
 from regional_etl.contract import REGIONS, validate_date, validate_region
 from regional_etl.io.landing import DropNotReadyError, ready_drop
-from regional_etl.partitions import DateRegion
+from regional_etl.partitions import DateRegion, daily_partitions, date_region_partitions
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-BACKFILL_TAG = "regional_etl/backfill"
-# The run logs stay complete on the instance (and in the UI); the terminal gets the progress.
-CONSOLE_WARNINGS_ONLY = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+BACKFILL_ID_TAG = "dagster/backfill"
+LOCATION_NAME = "regional_etl"  # workspace.yaml's name: runs link to the same location in the UI
+# A daemon whose backfill loop has not reported for this long is taken as gone.
+DAEMON_HEARTBEAT_SECONDS = 60.0
+POLL_SECONDS = 1.0
+QUIET_CONSOLE = {"log_level": "CRITICAL"}
 
-Status = Literal["succeeded", "failed", "not_ready"]
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      status
+      assetBackfillData {
+        assetBackfillStatuses {
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted
+            numPartitionsInProgress
+            numPartitionsMaterialized
+            numPartitionsFailed
+          }
+        }
+      }
+    }
+    ... on Error { message }
+  }
+}"""
+
+TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+class Status(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NOT_READY = "not_ready"
 
 
 @dataclass
@@ -32,37 +85,42 @@ class PartitionOutcome:
     partition: str
     status: Status
     detail: str = ""
-    run_id: str = ""
+
+
+@dataclass
+class Progress:
+    """How far a backfill is, counted over (date, region) partitions of `orders`."""
+
+    status: str
+    done: int
+    failed: int
+    total: int
 
 
 @dataclass
 class BackfillReport:
     backfill_id: str
+    status: str = ""
     outcomes: dict[str, PartitionOutcome] = field(default_factory=dict)
-    runs: list[tuple[str, str, bool]] = field(default_factory=list)  # (job, run_id, success)
+    runs: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(o.status == "succeeded" for o in self.outcomes.values()) and all(
-            s for _, _, s in self.runs
+        return all(o.status == Status.SUCCEEDED for o in self.outcomes.values()) and not (
+            self.failed_runs
         )
 
-    def count(self, status: Status) -> int:
+    def count(self, status: Status | str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
 
 
 def date_range(start: str, end: str) -> list[str]:
-    first, last = (
-        dt.date.fromisoformat(validate_date(start)),
-        dt.date.fromisoformat(validate_date(end)),
-    )
+    first = dt.date.fromisoformat(validate_date(start))
+    last = dt.date.fromisoformat(validate_date(end))
     if last < first:
         raise ValueError(f"--end {end} is before --start {start}")
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-
-
-def _range_tags(first: str, last: str, backfill_id: str) -> dict[str, str]:
-    return {RANGE_START: first, RANGE_END: last, BACKFILL_TAG: backfill_id}
 
 
 def run_backfill(
@@ -72,112 +130,220 @@ def run_backfill(
     end: str,
     regions: Sequence[str] = REGIONS,
     landing_root: str | None = None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[Progress], None] = lambda _: None,
 ) -> BackfillReport:
-    """Materialize fx_rates, bronze, silver and gold for the range; never raises on run failure."""
-    from regional_etl.resources.warehouse import WarehouseResource
-
+    """Back-fill every asset over the dates and regions whose drops are ready, as an asset
+    backfill on `instance`; wait for it and report per (date, region). Never raises on a failed
+    partition: the report says which failed and why."""
     regions = [validate_region(r) for r in regions]
-    dates = date_range(start, end)
-    backfill_id = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{start}-{end}"
-    report = BackfillReport(backfill_id)
-    if landing_root is None:
-        warehouse = (defs.resources or {}).get("warehouse")
-        if not isinstance(warehouse, WarehouseResource):
-            raise ValueError("no landing_root given, and defs has no WarehouseResource 'warehouse'")
-        # Resolves EnvVar fields, as a run would: outside a run they are still unresolved.
-        landing_root = str(warehouse.process_config_and_initialize().landing())
-    partitions = [DateRegion(d, r) for d in dates for r in regions]
-    total = len(partitions)
+    partitions = [DateRegion(d, r) for d in date_range(start, end) for r in regions]
+    root = landing_root or _landing_root(defs)
     ready: list[DateRegion] = []
+    not_ready: dict[str, PartitionOutcome] = {}
     for p in partitions:
         try:
-            ready_drop(landing_root, p)
+            ready_drop(root, p)
             ready.append(p)
         except DropNotReadyError as exc:
-            report.outcomes[str(p)] = PartitionOutcome(str(p), "not_ready", str(exc))
+            not_ready[str(p)] = PartitionOutcome(str(p), Status.NOT_READY, str(exc))
+    if not ready:
+        return BackfillReport("", "NOTHING_TO_DO", not_ready)
 
-    def done() -> str:
-        return f"[{len(report.outcomes)}/{total} partitions]"
-
-    def execute(job_name: str, tags: dict[str, str]) -> tuple[bool, str]:
-        job = defs.resolve_job_def(job_name)
-        result = job.execute_in_process(
-            run_config=CONSOLE_WARNINGS_ONLY, instance=instance, tags=tags, raise_on_error=False
-        )
-        report.runs.append((job_name, result.run_id, result.success))
-        return result.success, result.run_id
-
-    ready_dates = sorted({p.order_date for p in ready})
-    if ready_dates:
-        ok, run_id = execute(
-            "fx_rates_job", _range_tags(ready_dates[0], ready_dates[-1], backfill_id)
-        )
-        progress(f"fx_rates {ready_dates[0]}..{ready_dates[-1]}: {'ok' if ok else 'FAILED'}")
-        if not ok:
-            for p in ready:
-                report.outcomes[str(p)] = PartitionOutcome(
-                    str(p), "failed", "fx_rates failed for the range", run_id
-                )
-            ready = []
-
-    for region in regions:
-        for chunk in _contiguous([p for p in ready if p.region == region]):
-            first, last = str(chunk[0]), str(chunk[-1])
-            ok, run_id = execute("regional_orders_job", _range_tags(first, last, backfill_id))
-            if ok:
-                for p in chunk:
-                    report.outcomes[str(p)] = PartitionOutcome(str(p), "succeeded", "", run_id)
-            elif len(chunk) == 1:
-                report.outcomes[first] = PartitionOutcome(first, "failed", "run failed", run_id)
+    daemon = daemon_running(instance)
+    with _workspace(defs, instance, in_process=not daemon) as workspace:
+        backfill_id = _launch(workspace, defs, ready, title=f"regional-etl backfill {start}..{end}")
+        while (state := _progress(workspace, backfill_id)).status not in TERMINAL:
+            progress(state)
+            if daemon:
+                time.sleep(POLL_SECONDS)
             else:
-                progress(f"{region} {first}..{last} failed: retrying partition by partition")
-                for p in chunk:
-                    ok, run_id = execute(
-                        "regional_orders_job", _range_tags(str(p), str(p), backfill_id)
-                    )
-                    report.outcomes[str(p)] = PartitionOutcome(
-                        str(p), "succeeded" if ok else "failed", "", run_id
-                    )
-            progress(f"{region} {chunk[0].order_date}..{chunk[-1].order_date} {done()}")
-
-    # daily_revenue itself refuses the dates with a region missing from silver/orders.
-    updated = sorted({p.order_date for p in ready if report.outcomes[str(p)].status == "succeeded"})
-    for chunk in _contiguous_dates(updated):
-        ok, run_id = execute("daily_revenue_job", _range_tags(chunk[0], chunk[-1], backfill_id))
-        progress(f"daily_revenue {chunk[0]}..{chunk[-1]}: {'ok' if ok else 'FAILED'}")
+                _iterate(workspace, backfill_id)
+        progress(state)
+    report = _report(instance, backfill_id, ready)
+    report.status = state.status
+    report.outcomes.update(not_ready)
     return report
 
 
-def _contiguous(partitions: list[DateRegion]) -> list[list[DateRegion]]:
-    """Split one region's partitions into runs of consecutive dates (a range run needs them)."""
-    chunks: list[list[DateRegion]] = []
-    for p in sorted(partitions):
-        day = dt.date.fromisoformat(p.order_date)
-        if chunks and dt.date.fromisoformat(chunks[-1][-1].order_date) + dt.timedelta(1) == day:
-            chunks[-1].append(p)
+def daemon_running(instance: DagsterInstance) -> bool:
+    """True when a `dagster-daemon` (alone or under `dagster dev`) runs backfills on this
+    instance: then it executes the backfill, as it would one launched from the UI."""
+    heartbeat = instance.get_daemon_heartbeats().get("BACKFILL")
+    return heartbeat is not None and time.time() - heartbeat.timestamp < DAEMON_HEARTBEAT_SECONDS
+
+
+def _landing_root(defs: Definitions) -> str:
+    from regional_etl.resources.warehouse import WarehouseResource
+
+    warehouse = (defs.resources or {}).get("warehouse")
+    if not isinstance(warehouse, WarehouseResource):
+        raise ValueError("no landing_root given, and defs has no WarehouseResource 'warehouse'")
+    # Resolves EnvVar fields as a run would: outside a run they are still unresolved.
+    return str(warehouse.process_config_and_initialize().landing())
+
+
+# The code location served in-process: the Definitions given to `run_backfill` (tests give
+# their own resources), found by the in-process location and by each run through this name.
+served: Definitions | None = None
+
+
+@contextmanager
+def _workspace(defs: Definitions, instance: DagsterInstance, in_process: bool) -> Iterator[Any]:
+    """A workspace over `defs`. Dagster has no public API to submit or execute an asset backfill
+    without a webserver and a daemon: this function and `_iterate` are the only places that use
+    its internals (the test_backfill tests fail loudly if they move)."""
+    global served
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster._serdes import ConfigurableClassData
+
+    # The terminal shows the progress bar and the summary; each run's full log is on the
+    # instance (the UI's run page), as for a run the daemon launched.
+    served = Definitions.merge(
+        defs, Definitions(loggers={"console": colored_console_logger.configured(QUIET_CONSOLE)})
+    )
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name=__name__, attribute="served"),
+        location_name=LOCATION_NAME,
+    )
+    target = InProcessWorkspaceLoadTarget(origin)
+    if not in_process:
+        with WorkspaceProcessContext(instance, target) as context:
+            yield context
+        return
+    # The same storage, but a run launched by the backfill executes here and now instead of
+    # waiting in the queue for a daemon that is not running.
+    ref = instance.get_ref()._replace(
+        run_launcher_data=ConfigurableClassData(
+            "dagster._core.launcher.sync_in_memory_run_launcher", "SyncInMemoryRunLauncher", "{}"
+        ),
+        run_coordinator_data=ConfigurableClassData(
+            "dagster._core.run_coordinator", "DefaultRunCoordinator", "{}"
+        ),
+    )
+    with (
+        DagsterInstance.from_ref(ref) as driver,
+        WorkspaceProcessContext(driver, target) as context,
+    ):
+        yield context
+
+
+def _iterate(workspace: Any, backfill_id: str) -> None:
+    """One iteration of the daemon's backfill loop, for this backfill only."""
+    import logging
+
+    from dagster._daemon.backfill import execute_backfill_jobs
+
+    backfill = workspace.instance.get_backfill(backfill_id)
+    for error in execute_backfill_jobs(workspace, logging.getLogger(__name__), [backfill]):
+        if error is not None:
+            raise RuntimeError(f"backfill {backfill_id}: {error.to_string()}")
+
+
+def _graphql(workspace: Any, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    from dagster_graphql.cli import execute_query
+
+    result = execute_query(workspace, query, variables)
+    data = result.get("data")
+    if result.get("errors") or data is None:
+        raise RuntimeError(f"GraphQL: {result.get('errors')}")
+    return data
+
+
+def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: str) -> str:
+    """`launchPartitionBackfill` with every asset of `defs`: the (date, region) assets over the
+    ready drops, the daily ones over the dates that have one."""
+    dates = sorted({p.order_date for p in ready})
+    selectors = []
+    for spec in defs.resolve_all_asset_specs():
+        if spec.partitions_def == date_region_partitions:
+            keys = [str(p) for p in ready]
+        elif spec.partitions_def == daily_partitions:
+            keys = dates
         else:
-            chunks.append([p])
-    return chunks
+            raise ValueError(f"{spec.key.to_user_string()}: not partitioned by date or date|region")
+        selectors.append(
+            {
+                "assetKey": {"path": spec.key.path},
+                "partitions": {"ranges": [{"start": k, "end": k} for k in keys]},
+            }
+        )
+    params = {"partitionsByAssets": selectors, "title": title}
+    launched = _graphql(workspace, LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"the backfill was refused: {launched.get('message', launched)}")
+    return launched["backfillId"]
 
 
-def _contiguous_dates(dates: list[str]) -> list[list[str]]:
-    return [
-        [p.order_date for p in chunk]
-        for chunk in _contiguous([DateRegion(d, REGIONS[0]) for d in dates])
-    ]
+def _progress(workspace: Any, backfill_id: str) -> Progress:
+    data = _graphql(workspace, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if data["__typename"] != "PartitionBackfill":
+        raise RuntimeError(f"backfill {backfill_id}: {data.get('message', data)}")
+    counts = {
+        tuple(s["assetKey"]["path"]): s
+        for s in data["assetBackfillData"]["assetBackfillStatuses"]
+        if "assetKey" in s
+    }
+    orders = counts.get(("orders",), {})
+    return Progress(
+        data["status"],
+        orders.get("numPartitionsMaterialized", 0),
+        orders.get("numPartitionsFailed", 0),
+        orders.get("numPartitionsTargeted", 0),
+    )
+
+
+def _report(instance: DagsterInstance, backfill_id: str, ready: list[DateRegion]) -> BackfillReport:
+    """Per (date, region): published to silver/orders by this backfill, or why not."""
+    runs = instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
+    run_ids = {r.run_id for r in runs}
+    keys = [str(p) for p in ready]
+    orders = AssetRecordsFilter(asset_key=AssetKey("orders"), asset_partitions=keys)
+    records = instance.fetch_materializations(orders, limit=10 * len(keys)).records
+    published = {r.partition_key for r in records if r.run_id in run_ids}
+    report = BackfillReport(backfill_id, runs=[r.run_id for r in runs])
+    reasons: dict[str, list[str]] = {}
+    for run in runs:
+        if run.status != DagsterRunStatus.SUCCESS:
+            report.failed_runs.append(run.run_id)
+        for event in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = event.dagster_event.asset_check_evaluation_data  # type: ignore[union-attr]
+            if not evaluation.passed and evaluation.partition:
+                reasons.setdefault(evaluation.partition, []).append(
+                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                )
+    run_failures = _run_failures(instance, report.failed_runs)
+    for key in keys:
+        if key in published:
+            report.outcomes[key] = PartitionOutcome(key, Status.SUCCEEDED)
+        else:
+            failed_checks = ", ".join(sorted(set(reasons.get(key, []))))
+            detail = f"failed checks: {failed_checks}" if failed_checks else run_failures
+            report.outcomes[key] = PartitionOutcome(key, Status.FAILED, detail or "not run")
+    return report
+
+
+def _run_failures(instance: DagsterInstance, run_ids: list[str]) -> str:
+    """The first line of each failed run's error, for partitions that no check explains."""
+    messages = []
+    for run_id in run_ids:
+        for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+            error = event.dagster_event.step_failure_data.error  # type: ignore[union-attr]
+            if error is not None:
+                messages.append(error.message.strip().splitlines()[0][:200])
+    return "; ".join(dict.fromkeys(messages))
 
 
 def format_report(report: BackfillReport) -> str:
-    lines = [f"backfill {report.backfill_id}", f"{'partition':<22} {'status':<10} detail"]
+    lines = [f"backfill {report.backfill_id} {report.status}".rstrip()]
+    lines.append(f"{'partition':<22} {'status':<10} detail")
     for key in sorted(report.outcomes):
         o = report.outcomes[key]
-        lines.append(f"{key:<22} {o.status:<10} {o.detail[:100]}")
-    counts = ", ".join(
-        f"{report.count(s)} {s}" for s in ("succeeded", "failed", "not_ready") if report.count(s)
-    )
+        lines.append(f"{key:<22} {o.status.value:<10} {o.detail[:100]}")
+    counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
     lines.append(f"{len(report.outcomes)} partitions: {counts}")
-    failed_runs = [f"{job} {run_id}" for job, run_id, ok in report.runs if not ok]
-    if failed_runs:
-        lines.append("failed runs: " + "; ".join(failed_runs))
+    if report.failed_runs:
+        lines.append("failed runs: " + " ".join(report.failed_runs))
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from regional_etl import settings
+from regional_etl.backfill import TERMINAL, Progress
 from regional_etl.contract import REGIONS
 
 DEMO_START, DEMO_END = "2024-03-04", "2024-03-10"
@@ -114,6 +115,29 @@ def _instance():
     return DagsterInstance.get()
 
 
+class _ProgressBar:
+    """One line that redraws in a terminal; a line per change when the output is a file."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width, self.last = width, ""
+
+    def __call__(self, progress: Progress) -> None:
+        total = max(progress.total, 1)
+        filled = round(self.width * (progress.done + progress.failed) / total)
+        line = (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {progress.done}/{progress.total} "
+            f"partitions published, {progress.failed} failed  {progress.status.lower()}"
+        )
+        if line == self.last:
+            return
+        self.last = line
+        if sys.stdout.isatty():
+            end = "\n" if progress.status in TERMINAL else ""
+            print(f"\r{line}", end=end, flush=True)
+        else:
+            print(line, flush=True)
+
+
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from regional_etl.backfill import format_report, run_backfill
     from regional_etl.definitions import defs
@@ -124,7 +148,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         args.start.isoformat(),
         args.end.isoformat(),
         regions=args.regions,
-        progress=lambda line: print(line, flush=True),
+        progress=_ProgressBar(),
     )
     print(format_report(report))
     return 0 if report.ok else 1

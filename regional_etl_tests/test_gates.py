@@ -31,6 +31,8 @@ from regional_etl.transforms.gates import PartitionStats, gate_stats
 from regional_etl.transforms.orders import classify, convert
 from regional_etl_tests.conftest import Pipeline
 
+# The tags Dagster puts on a range run of a backfill.
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 GATES = QualityGateResource(min_rows=5, max_rows=100, max_quarantine_ratio=0.2)
 CLEAN = PartitionStats(
     lines=50,
@@ -184,13 +186,15 @@ def _check_results(
     return results
 
 
-def test_a_too_small_partition_blocks_only_its_date_until_fixed(
+def test_in_one_range_run_a_too_small_partition_blocks_only_its_date_until_fixed(
     pipeline: Pipeline, instance: DagsterInstance, spark
 ) -> None:
-    start, end = dt.date(2024, 3, 8), dt.date(2024, 3, 9)
+    """The backfill the UI launches: one asset backfill, range runs, and inside the range run
+    of a region the partition that fails its blocking gate is the only one held back."""
+    start, bad, end = dt.date(2024, 3, 4), "2024-03-06", dt.date(2024, 3, 8)
     generate_landing(pipeline.landing, start, end, rows=40, seed=3)
-    # Redeliver 2024-03-08|eu-west with only 3 lines: below the volume floor of 10.
-    folder = pipeline.landing / "region=eu-west" / "date=2024-03-08"
+    # Redeliver 2024-03-06|eu-west with only 3 lines: below the volume floor of 10.
+    folder = pipeline.landing / "region=eu-west" / f"date={bad}"
     for f in folder.glob("*.jsonl"):
         f.unlink()
     small = [
@@ -200,60 +204,76 @@ def test_a_too_small_partition_blocks_only_its_date_until_fixed(
                 "user_id": "u",
                 "amount": 5,
                 "currency": "EUR",
-                "order_ts": "2024-03-08T10:00:00Z",
+                "order_ts": f"{bad}T10:00:00Z",
             }
         )
         for n in range(3)
     ]
-    write_drop(pipeline.landing, "2024-03-08", "eu-west", small)
+    write_drop(pipeline.landing, bad, "eu-west", small)
 
-    report = run_backfill(
-        pipeline.defs, instance, "2024-03-08", "2024-03-09", progress=lambda _: None
-    )
+    report = run_backfill(pipeline.defs, instance, str(start), str(end))
     status = {k: o.status for k, o in report.outcomes.items()}
-    assert status.pop("2024-03-08|eu-west") == "failed"
+    assert status.pop(f"{bad}|eu-west") == "failed"
+    assert report.outcomes[f"{bad}|eu-west"].detail == "failed checks: orders:volume"
     assert set(status.values()) == {"succeeded"}
 
-    checks = _check_results(instance, "orders")
-    assert checks[("2024-03-08|eu-west", "volume")][-1] is False
-    assert checks[("2024-03-09|eu-west", "volume")][-1] is True
-    silver = spark.read.format("delta").load(pipeline.table("silver/orders"))
-    assert silver.where("order_date = '2024-03-08' AND region = 'eu-west'").count() == 0
-    assert silver.where("order_date = '2024-03-08' AND region = 'us-east'").count() > 0
-    quarantine = spark.read.format("delta").load(pipeline.table("silver/orders_quarantine"))
-    assert quarantine.where("order_date = '2024-03-08' AND region = 'eu-west'").count() == 0
-
-    gold = spark.read.format("delta").load(pipeline.table("gold/daily_revenue"))
-    assert {str(r.order_date) for r in gold.select("order_date").distinct().collect()} == {
-        "2024-03-09"
+    # It is a Dagster asset backfill (the UI's Backfills page lists it), and Dagster ran the
+    # silver level of the 5 days x 4 regions as one range run per region.
+    backfill = instance.get_backfill(report.backfill_id)
+    assert backfill is not None and backfill.is_asset_backfill
+    runs = [instance.get_run_by_id(r) for r in report.runs]
+    silver_runs = [r for r in runs if r and AssetKey("orders") in (r.asset_selection or ())]
+    assert len(silver_runs) == 4
+    eu_west = next(r for r in silver_runs if "eu-west" in r.tags[RANGE_START])
+    assert (eu_west.tags[RANGE_START], eu_west.tags[RANGE_END]) == (
+        f"{start}|eu-west",
+        f"{end}|eu-west",
+    )
+    assert report.failed_runs == [eu_west.run_id]
+    published = instance.fetch_materializations(AssetKey("orders"), limit=100).records
+    assert {r.partition_key for r in published if r.run_id == eu_west.run_id} == {
+        f"{d}|eu-west" for d in ("2024-03-04", "2024-03-05", "2024-03-07", "2024-03-08")
     }
-    assert instance.get_materialized_partitions(AssetKey("daily_revenue")) == {"2024-03-09"}
+
+    checks = _check_results(instance, "orders")
+    assert checks[(f"{bad}|eu-west", "volume")][-1] is False
+    assert checks[("2024-03-07|eu-west", "volume")][-1] is True
+    silver = spark.read.format("delta").load(pipeline.table("silver/orders"))
+    assert silver.where(f"order_date = '{bad}' AND region = 'eu-west'").count() == 0
+    assert silver.where(f"order_date = '{bad}' AND region = 'us-east'").count() > 0
+    quarantine = spark.read.format("delta").load(pipeline.table("silver/orders_quarantine"))
+    assert quarantine.where(f"order_date = '{bad}' AND region = 'eu-west'").count() == 0
+
+    good_dates = {"2024-03-04", "2024-03-05", "2024-03-07", "2024-03-08"}
+    gold = spark.read.format("delta").load(pipeline.table("gold/daily_revenue"))
+    assert {str(r.order_date) for r in gold.select("order_date").distinct().collect()} == (
+        good_dates
+    )
+    assert instance.get_materialized_partitions(AssetKey("daily_revenue")) == good_dates
 
     # A later daily_revenue run on its own must not pick the blocked region up either.
     later = pipeline.defs.resolve_job_def("daily_revenue_job").execute_in_process(
-        instance=instance, partition_key="2024-03-08", raise_on_error=False
+        instance=instance, partition_key=bad, raise_on_error=False
     )
     assert not later.success
     revenue_checks = _check_results(instance, "daily_revenue")
-    assert revenue_checks[("2024-03-08", "all_regions_present")][-1] is False
+    assert revenue_checks[(bad, "all_regions_present")][-1] is False
 
     # Fix the drop, reprocess the region: the date materializes.
-    generate_landing(pipeline.landing, start, start, rows=40, seed=3, regions=["eu-west"])
-    fixed = run_backfill(
-        pipeline.defs,
-        instance,
-        "2024-03-08",
-        "2024-03-08",
+    generate_landing(
+        pipeline.landing,
+        dt.date(2024, 3, 6),
+        dt.date(2024, 3, 6),
+        rows=40,
+        seed=3,
         regions=["eu-west"],
-        progress=lambda _: None,
     )
+    fixed = run_backfill(pipeline.defs, instance, bad, bad, regions=["eu-west"])
     assert fixed.ok, fixed.outcomes
     gold = spark.read.format("delta").load(pipeline.table("gold/daily_revenue"))
-    day = gold.where("order_date = '2024-03-08'").collect()
+    day = gold.where(f"order_date = '{bad}'").collect()
     assert sorted(r.region for r in day) == sorted(REGIONS)
-    assert (
-        _check_results(instance, "daily_revenue")[("2024-03-08", "totals_match_orders")][-1] is True
-    )
+    assert _check_results(instance, "daily_revenue")[(bad, "totals_match_orders")][-1] is True
 
 
 def test_per_partition_check_results_still_need_dagster_internals() -> None:
