@@ -13,6 +13,9 @@ TARGETS = {
     "classic_over_connect_run_min": 5.0,
     "concurrent_memory_max_gib": 3.5,
     "b_over_c_max": 1.5,
+    # Issue 12: the UI's asset backfill (webserver + daemon) against the CLI and the bare script.
+    "u_over_b_max": 1.5,
+    "u_over_c_max": 5.0,
     "gate_over_count_max": 1.3,
     "load_max_s": 3.0,
     "memory_max_gib": 4.0,
@@ -148,6 +151,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             summary["scaling_fixed_s"] = (
                 round(w0 - per_million * n0 / 1e6, 1) if per_million else None
             )
+    ui = results.get("ui_backfill")
+    if ui:
+        u, b, c = (ui[k]["wall_s"] for k in ("u", "b", "c"))
+        summary["ui_backfill"] = {
+            "u_over_b": _ratio(u, b),
+            "u_over_c": _ratio(u, c),
+            "u_over_b_met": _ratio(u, b) is not None and u / b <= TARGETS["u_over_b_max"],
+            "u_over_c_met": _ratio(u, c) is not None and u / c <= TARGETS["u_over_c_max"],
+        }
     return summary
 
 
@@ -378,5 +390,19 @@ def format_report(results: dict[str, Any]) -> str:
             _table(["rows/partition", "lines", "wall s", "CPU s", "rows/s"], rows),
             f"fit: {_s(s.get('scaling_fixed_s'))} s fixed + "
             f"{_s(s.get('scaling_s_per_million_rows'), 2)} s per million rows",
+        ]
+    ui = results.get("ui_backfill")
+    if ui:
+        r = s["ui_backfill"]
+        out += [
+            "",
+            "UI backfill (issue 12): the range as an asset backfill launched over the webserver",
+            f"  (u) UI, daemon-executed: {ui['u']['wall_s']:.1f} s in {ui['u']['runs']} runs "
+            f"({ui['u']['status']}); rounds {ui['rounds_wall_s']['u']}",
+            f"  (b) CLI in-process: {ui['b']['wall_s']:.1f} s; rounds {ui['rounds_wall_s']['b']}",
+            f"  (c) bare PySpark: {ui['c']['wall_s']:.1f} s; rounds {ui['rounds_wall_s']['c']}",
+            f"  u/b {r['u_over_b']} (target <= {TARGETS['u_over_b_max']}: "
+            f"{_verdict(r['u_over_b_met'])}), u/c {r['u_over_c']} "
+            f"(target <= {TARGETS['u_over_c_max']}: {_verdict(r['u_over_c_met'])})",
         ]
     return "\n".join(out)

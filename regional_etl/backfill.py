@@ -252,9 +252,9 @@ def _graphql(workspace: Any, query: str, variables: dict[str, Any]) -> dict[str,
     return data
 
 
-def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: str) -> str:
-    """`launchPartitionBackfill` with every asset of `defs`: the (date, region) assets over the
-    ready drops, the daily ones over the dates that have one."""
+def backfill_params(defs: Definitions, ready: Sequence[DateRegion], title: str) -> dict[str, Any]:
+    """`LaunchBackfillParams` of every asset of `defs`: the (date, region) assets over the ready
+    drops, the daily ones over the dates that have one (what "Materialize all" sends)."""
     dates = sorted({p.order_date for p in ready})
     selectors = []
     for spec in defs.resolve_all_asset_specs():
@@ -270,7 +270,11 @@ def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: s
                 "partitions": {"ranges": [{"start": k, "end": k} for k in keys]},
             }
         )
-    params = {"partitionsByAssets": selectors, "title": title}
+    return {"partitionsByAssets": selectors, "title": title}
+
+
+def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: str) -> str:
+    params = backfill_params(defs, ready, title)
     launched = _graphql(workspace, LAUNCH, {"params": params})["launchPartitionBackfill"]
     if launched["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"the backfill was refused: {launched.get('message', launched)}")

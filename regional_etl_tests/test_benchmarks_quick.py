@@ -47,7 +47,8 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
     assert len(files) == 1, files
     results = json.loads(files[0].read_text())
     assert results["mode"] == "quick"
-    sections = {"machine", "sizes", "input", "load", "backfill", "per_partition", "gate", "scaling"}
+    sections = {"machine", "sizes", "input", "load", "backfill", "ui_backfill", "per_partition"}
+    sections |= {"gate", "scaling"}
     assert sections <= set(results)
     assert {"nproc", "memory_gib", "cpu_model"} <= set(results["machine"])
     summary = results["summary"]
@@ -68,5 +69,10 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
     assert results["backfill"]["c"]["result"]["ok"] is True
     assert results["backfill"]["c_optimized"]["result"]["ok"] is True
     assert results["per_partition"]["regional_runs_ok"] is True
+    # The UI's path: the asset backfill the webserver took completed every asset of both days.
+    ui = results["ui_backfill"]["u"]
+    assert ui["status"] == "COMPLETED_SUCCESS", ui
+    assert ui["materialized"]["daily_revenue"] == 2 and ui["materialized"]["orders"] == 8, ui
+    assert results["ui_backfill"]["b"]["result"]["ok"] is True
     assert all(results["gate"]["result"]["agrees_with_gate"].values())
     assert results["load"]["validate_ok"] is True

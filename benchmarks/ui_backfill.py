@@ -1,0 +1,138 @@
+"""(u): the backfill a user launches in the UI, timed from the click to the backfill's end.
+
+`dagster dev` (webserver + daemon, the project's workspace.yaml, the product's run concurrency)
+on a fresh instance; the same `launchPartitionBackfill` mutation the UI's "Materialize all" over
+the date range posts to /graphql; the daemon executes it (runs in their own processes, Spark
+Connect clients of the warm local server). The sensors are stopped first (`dagster sensor
+stop`), so that only the backfill does the work: with them on, the landing sensor would ingest
+the same drops.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import PROJECT, dagster_home, pipeline_env, spawn, stop_group
+from benchmarks.per_partition import dagster_cli
+
+SENSORS = ("landing_sensor", "regional_automation")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        reply = json.loads(response.read())
+    if reply.get("errors"):
+        raise RuntimeError(f"GraphQL: {reply['errors']}")
+    return reply["data"]
+
+
+def _wait(what: str, ready: Any, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dagster dev exited ({proc.returncode}) waiting for {what}: {log}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"no {what} after {timeout:.0f} s: see {log}")
+
+
+DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+
+
+def run_ui_backfill(
+    work: Path, name: str, landing: Path, start: str, end: str, fx_url: str, min_rows: int
+) -> dict[str, Any]:
+    from regional_etl.backfill import LAUNCH, STATUS, TERMINAL, backfill_params, date_range
+    from regional_etl.contract import REGIONS
+    from regional_etl.definitions import defs
+    from regional_etl.partitions import DateRegion
+
+    home = dagster_home(work / f"home-{name}")
+    product = yaml.safe_load((PROJECT / "dagster.yaml").read_text())
+    with open(home / "dagster.yaml", "a") as config:
+        yaml.safe_dump({k: product[k] for k in ("concurrency", "run_retries")}, config)
+    env = pipeline_env(home, landing, work / f"warehouse-{name}", fx_url, min_rows)
+    log = work / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for sensor in SENSORS:
+        subprocess.run(
+            [dagster_cli(), "sensor", "stop", "-w", "workspace.yaml", sensor],
+            env=env,
+            cwd=PROJECT,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [dagster_cli(), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    with open(log, "wb") as out:
+        proc = spawn(argv, env, out, PROJECT)
+        try:
+            _wait(
+                "webserver",
+                lambda: urllib.request.urlopen(f"{url}/server_info", timeout=5),
+                300,
+                proc,
+                log,
+            )
+
+            def daemons_up() -> bool:
+                statuses = _graphql(url, DAEMONS, {})["instance"]["daemonHealth"]
+                return any(
+                    d["daemonType"] == "BACKFILL" and d["healthy"]
+                    for d in statuses["allDaemonStatuses"]
+                )
+
+            _wait("healthy backfill daemon", daemons_up, 300, proc, log)
+            ready = [DateRegion(d, r) for d in date_range(start, end) for r in REGIONS]
+            params = backfill_params(defs, ready, f"benchmark {start}..{end}")
+            clicked = time.perf_counter()
+            launched = _graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
+            backfill_id = launched["backfillId"]
+            while True:
+                data = _graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+                if data["status"] in TERMINAL:
+                    break
+                time.sleep(0.5)
+            wall = time.perf_counter() - clicked
+            counts = {
+                "/".join(s["assetKey"]["path"]): s["numPartitionsMaterialized"]
+                for s in data["assetBackfillData"]["assetBackfillStatuses"]
+            }
+            runs = _graphql(
+                url,
+                "query R($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { count } } }",
+                {"f": {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}},
+            )["runsOrError"]["count"]
+        finally:
+            stop_group(proc, grace=30.0)
+    return {
+        "wall_s": round(wall, 3),
+        "status": data["status"],
+        "runs": runs,
+        "materialized": counts,
+        "log": str(log),
+    }
