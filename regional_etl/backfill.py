@@ -101,6 +101,7 @@ class Progress:
 class BackfillReport:
     backfill_id: str
     status: str = ""
+    executed_by: str = ""  # "the daemon" or "this process"
     outcomes: dict[str, PartitionOutcome] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
@@ -147,7 +148,7 @@ def run_backfill(
         except DropNotReadyError as exc:
             not_ready[str(p)] = PartitionOutcome(str(p), Status.NOT_READY, str(exc))
     if not ready:
-        return BackfillReport("", "NOTHING_TO_DO", not_ready)
+        return BackfillReport("", "NOTHING_TO_DO", outcomes=not_ready)
 
     daemon = daemon_running(instance)
     with _workspace(defs, instance, in_process=not daemon) as workspace:
@@ -161,6 +162,7 @@ def run_backfill(
         progress(state)
     report = _report(instance, backfill_id, ready)
     report.status = state.status
+    report.executed_by = "the daemon" if daemon else "this process (no daemon running)"
     report.outcomes.update(not_ready)
     return report
 
@@ -342,6 +344,8 @@ def _run_failures(instance: DagsterInstance, run_ids: list[str]) -> str:
 
 def format_report(report: BackfillReport) -> str:
     lines = [f"backfill {report.backfill_id} {report.status}".rstrip()]
+    if report.executed_by:
+        lines[0] += f", executed by {report.executed_by}"
     lines.append(f"{'partition':<22} {'status':<10} detail")
     for key in sorted(report.outcomes):
         o = report.outcomes[key]

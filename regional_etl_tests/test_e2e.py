@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from regional_etl_tests.e2e_support import (
     isolated_env,
     wait_for,
 )
+from regional_etl_tests.procs import process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -402,6 +405,33 @@ def assert_warehouse(spark: Any, warehouse: Path, summary: GenerateSummary) -> N
 # --- the test -------------------------------------------------------------------------------
 
 
+BACKFILLS_QUERY = """
+query {
+  partitionBackfillsOrError(limit: 5) {
+    ... on PartitionBackfills { results { id status isAssetBackfill title } }
+  }
+}
+"""
+
+
+def assert_cli_backfill_runs_on_the_daemon(
+    dev: DagsterDev, home: Path, env: dict[str, str]
+) -> None:
+    """`regional-etl backfill` next to a running daemon submits an asset backfill that the
+    daemon executes; it is on the UI's Backfills page, and the command prints its summary."""
+    argv = [sys.executable, "-m", "regional_etl.cli", "backfill", "--start", DATE]
+    with process_groups(
+        [*argv, "--end", DATE], cwd=home, env=env, stdout=subprocess.PIPE, text=True
+    ) as (proc,):
+        out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "executed by the daemon" in out and "4 partitions: 4 succeeded" in out, out
+    backfill_id = out.split("backfill ", 1)[1].split()[0]
+    listed = dev.graphql(BACKFILLS_QUERY)["partitionBackfillsOrError"]["results"]
+    ours = next(b for b in listed if b["id"] == backfill_id)
+    assert ours["isAssetBackfill"] and ours["status"] == "COMPLETED_SUCCESS", ours
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], GenerateSummary]]:
     """A temp project folder: DAGSTER_HOME (and cwd) with the repo's dagster.yaml, whose
@@ -446,6 +476,7 @@ def test_dagster_dev_runs_landing_drops_to_gold(
             wait_for_daily_revenue(dev)
             print(f"daily_revenue|{DATE} materialized after {time.monotonic() - started:.0f}s")
             assert_runs_and_checks(dev)
+            assert_cli_backfill_runs_on_the_daemon(dev, home, env)
         except BaseException:
             print(diagnostics(dev, repo))
             raise
