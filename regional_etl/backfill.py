@@ -193,7 +193,7 @@ served: Definitions | None = None
 def _workspace(defs: Definitions, instance: DagsterInstance, in_process: bool) -> Iterator[Any]:
     """A workspace over `defs`. Dagster has no public API to submit or execute an asset backfill
     without a webserver and a daemon: this function and `_iterate` are the only places that use
-    its internals (the test_backfill tests fail loudly if they move)."""
+    its internals (test_backfill.py fails loudly if they move)."""
     global served
     from dagster._core.remote_origin import InProcessCodeLocationOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
