@@ -19,6 +19,7 @@ from regional_etl.generate import generate_landing, write_drop
 from regional_etl.io.delta import history
 from regional_etl_tests.conftest import Pipeline
 from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
+from regional_etl_tests.test_catalog import assert_catalog_metadata
 
 DATES = ["2024-03-08", "2024-03-09"]  # a Friday and a Saturday (which uses Friday's rates)
 
@@ -161,6 +162,8 @@ def test_rematerializing_a_partition_replaces_exactly_it(
     meta = mats[0].metadata
     assert meta["rows_written"].value == len(rows(spark, path, "region = 'eu-west'"))
     assert meta["delta_version"].value == last["version"]
+    # What the catalog shows of these runs, on the same instance: no extra runs for it.
+    assert_catalog_metadata(instance, landed, spark, key)
 
 
 def test_a_drop_without_success_marker_fails_clearly(pipeline: Pipeline, instance) -> None:
