@@ -1,7 +1,7 @@
 """The catalog shows the data: every Delta asset carries the contract's column schema, its table,
 owners and code references. What its materializations carry (row counts, the table's URI,
-numbers the UI plots) is checked on the runs test_pipeline.py already makes:
-`test_rematerializing_a_partition_replaces_exactly_it` calls `assert_catalog_metadata`."""
+numbers the UI plots) is checked on the runs test_pipeline.py already makes, so it costs no run
+of its own: its tests call `assert_catalog_metadata` and `assert_daily_revenue_metadata`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, FloatMetadataValue, IntMetadataValue
 
 from regional_etl import catalog
-from regional_etl.contract import CURRENCIES, Table, schema
+from regional_etl.contract import CURRENCIES, REGIONS, Table, schema
 from regional_etl.definitions import defs
 from regional_etl.partitions import parse_date_region
 from regional_etl_tests.conftest import Pipeline
@@ -87,3 +87,25 @@ def assert_catalog_metadata(
     assert silver["rows_quarantined"].value == len(want.quarantine)
     assert silver["quarantine_ratio"].value == round(len(want.quarantine) / want.lines, 6)
     assert _latest(instance, "raw_orders", partition)["landing_lines"].value == want.lines
+
+
+def assert_daily_revenue_metadata(
+    instance: DagsterInstance, pipeline: Pipeline, spark: Any, dates: list[str]
+) -> None:
+    """Each date's daily_revenue materialization: one row per region, the table's rows at its
+    commit, and orders and revenue stored as numbers."""
+    path = pipeline.table(Table.DAILY_REVENUE.value)
+    records = instance.fetch_materializations(AssetKey("daily_revenue"), limit=100).records
+    latest: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: r.storage_id):
+        materialization = record.asset_materialization
+        assert materialization is not None and materialization.partition is not None
+        latest[materialization.partition] = dict(materialization.metadata)
+    assert sorted(latest) == sorted(dates)
+    for meta in latest.values():
+        assert meta[catalog.PARTITION_ROW_COUNT].value == len(REGIONS)
+        at_commit = spark.read.format("delta").option("versionAsOf", meta["delta_version"].value)
+        assert meta[catalog.ROW_COUNT].value == at_commit.load(path).count()
+        assert meta[catalog.URI].value == path
+        assert isinstance(meta["orders"], IntMetadataValue)
+        assert isinstance(meta["revenue_usd"], FloatMetadataValue)
