@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import Definitions, in_process_executor, load_assets_from_modules
+from dagster import (
+    Definitions,
+    in_process_executor,
+    load_assets_from_modules,
+    with_source_code_references,
+)
 
 from regional_etl.alerts import ALERT_SENSORS, alert_resources
 from regional_etl.assets import bronze, gold, reference, silver
@@ -23,7 +28,8 @@ ASSET_MODULES = [reference, bronze, silver, gold]
 def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
     """The full code location; tests pass their own resources (paths in tmp_path, a test FX)."""
     return Definitions(
-        assets=load_assets_from_modules(ASSET_MODULES),
+        # The UI links each asset to the file and line that defines it.
+        assets=with_source_code_references(load_assets_from_modules(ASSET_MODULES)),
         jobs=ALL_JOBS,
         schedules=SCHEDULES,
         sensors=[*SENSORS, *ALERT_SENSORS],

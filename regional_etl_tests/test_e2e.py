@@ -434,8 +434,8 @@ def assert_cli_backfill_runs_on_the_daemon(
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], GenerateSummary]]:
-    """A temp project folder: DAGSTER_HOME (and cwd) with the repo's dagster.yaml, whose
-    storage paths are relative to it; landing drops for DATE x 4 regions; the environment."""
+    """A temp project folder: DAGSTER_HOME (and cwd) with the repo's dagster.yaml, which keeps
+    the instance under DAGSTER_HOME; landing drops for DATE x 4 regions; the environment."""
     home = tmp_path / "project"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -480,8 +480,8 @@ def test_dagster_dev_runs_landing_drops_to_gold(
         except BaseException:
             print(diagnostics(dev, repo))
             raise
-    # The instance lived in the temp project folder, as dagster.yaml's relative paths say.
-    assert (home / "data" / "dagster" / "storage").is_dir()
+    # The instance lived in the temp project folder, its DAGSTER_HOME.
+    assert (home / "history" / "runs.db").is_file()
     assert (home / "fx_circuit_breaker.sqlite").is_file()
     # dagster dev is stopped: the test's own Spark reads what the runs committed.
     assert_warehouse(request.getfixturevalue("spark"), Path(env["REGIONAL_ETL_WAREHOUSE"]), summary)

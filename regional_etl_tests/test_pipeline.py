@@ -19,6 +19,10 @@ from regional_etl.generate import generate_landing, write_drop
 from regional_etl.io.delta import history
 from regional_etl_tests.conftest import Pipeline
 from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
+from regional_etl_tests.test_catalog import (
+    assert_catalog_metadata,
+    assert_daily_revenue_metadata,
+)
 
 DATES = ["2024-03-08", "2024-03-09"]  # a Friday and a Saturday (which uses Friday's rates)
 
@@ -118,6 +122,7 @@ def test_full_materialization_matches_the_contract(
     commits = history(spark, landed.table("silver/orders")).collect()
     run_ids = {r.run_id for r in instance.get_runs()}
     assert {h["userMetadata"] for h in commits if h["operation"] == "WRITE"} <= run_ids
+    assert_daily_revenue_metadata(instance, landed, spark, DATES)
 
 
 def test_rematerializing_a_partition_replaces_exactly_it(
@@ -161,6 +166,8 @@ def test_rematerializing_a_partition_replaces_exactly_it(
     meta = mats[0].metadata
     assert meta["rows_written"].value == len(rows(spark, path, "region = 'eu-west'"))
     assert meta["delta_version"].value == last["version"]
+    # What the catalog shows of these runs, on the same instance: no extra runs for it.
+    assert_catalog_metadata(instance, landed, spark, key)
 
 
 def test_a_drop_without_success_marker_fails_clearly(pipeline: Pipeline, instance) -> None:

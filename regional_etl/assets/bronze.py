@@ -9,6 +9,7 @@ from dagster import (
     asset,
 )
 
+from regional_etl import catalog
 from regional_etl.contract import Table
 from regional_etl.io.landing import DropNotReadyError, count_lines, read_drops, ready_drop
 from regional_etl.partitions import date_region_partitions, run_date_regions
@@ -24,7 +25,8 @@ from regional_etl.resources.warehouse import WarehouseResource
     backfill_policy=BackfillPolicy.single_run(),
     retry_policy=LANDING_RETRY_POLICY,
     kinds={"spark", "delta"},
-    metadata={"delta_table": Table.RAW_ORDERS.value},
+    metadata=catalog.definition_metadata(Table.RAW_ORDERS),
+    owners=catalog.OWNERS,
 )
 def raw_orders(
     context: AssetExecutionContext, spark: SparkResource, warehouse: WarehouseResource
@@ -33,6 +35,9 @@ def raw_orders(
 
     A drop is complete when its `_SUCCESS` marker exists; an incomplete drop fails the run with
     the path and is never half-ingested. Table: `bronze/raw_orders` by `order_date`, `region`.
+    Metadata: `landing_lines` and `dagster/partition_row_count` of the partition (a range run
+    reports its totals instead: `orders` has each partition's `landing_lines`), the table's
+    `dagster/row_count` after the run's commit.
     """
     partitions = run_date_regions(context)
     try:
@@ -42,6 +47,7 @@ def raw_orders(
     with spark.connection_errors():
         lines = read_drops(spark.spark_session, warehouse.landing(), drops)
         result = write_bronze(lines, warehouse, partitions, context.run_id)
+        table_rows = catalog.table_rows(spark.spark_session, result)
     landing_lines = count_lines(drops)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.
@@ -53,6 +59,11 @@ def raw_orders(
     return MaterializeResult(
         metadata={
             **result.metadata(),
+            # One event stands for every partition of a range run: a per-partition count only
+            # when there is one.
+            **catalog.materialization_metadata(
+                result, table_rows, result.rows if len(partitions) == 1 else None
+            ),
             "landing_lines": MetadataValue.int(landing_lines),
             "landing_files": MetadataValue.int(sum(len(d.files) for d in drops)),
             "partitions": MetadataValue.int(len(partitions)),

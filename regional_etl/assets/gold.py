@@ -13,6 +13,7 @@ from dagster import (
     asset,
 )
 
+from regional_etl import catalog
 from regional_etl.checks import REVENUE_GATES, Verdict, partition_check_results
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
@@ -38,7 +39,8 @@ DAILY_REVENUE_CONDITION = (
     group_name="gold",
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"spark", "delta"},
-    metadata={"delta_table": Table.DAILY_REVENUE.value},
+    metadata=catalog.definition_metadata(Table.DAILY_REVENUE),
+    owners=catalog.OWNERS,
     check_specs=[g.spec("daily_revenue", daily_partitions) for g in REVENUE_GATES.values()],
     output_required=False,
     automation_condition=DAILY_REVENUE_CONDITION,
@@ -52,6 +54,7 @@ def daily_revenue(
     A date is aggregated only when all four regions have published orders: a region whose
     quality gate failed (its silver partition is empty) or that was never processed blocks its
     date, and only its date. Table: `gold/daily_revenue` by `order_date`, one row per region.
+    Plotted per date: `orders` and `revenue_usd` (all regions).
     """
     # A lost Spark server fails the step with a message that says so; the retry reconnects.
     with spark.connection_errors():
@@ -80,6 +83,7 @@ def daily_revenue(
             )
             written = read_table(session, result.path).where(daily_predicate(complete)).collect()
             written_by_date = _by_date_and_region(written, complete)
+            table_rows = catalog.table_rows(session, result)
             for d in complete:
                 yield AssetMaterialization(
                     "daily_revenue",
@@ -91,6 +95,9 @@ def daily_revenue(
                         "revenue_usd": MetadataValue.float(float(_revenue(expected_by_date[d]))),
                         "delta_version": MetadataValue.int(result.version),
                         "path": MetadataValue.path(result.path),
+                        **catalog.materialization_metadata(
+                            result, table_rows, len(written_by_date[d])
+                        ),
                     },
                 )
 

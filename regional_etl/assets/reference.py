@@ -28,6 +28,7 @@ from dagster import (
     asset,
 )
 
+from regional_etl import catalog
 from regional_etl.contract import CURRENCIES, Table, schema
 from regional_etl.io.delta import daily_predicate, replace_partitions
 from regional_etl.partitions import daily_partitions, run_dates
@@ -54,7 +55,8 @@ def build_fx_rates_asset(retry_policy: RetryPolicy | None = FX_RETRY_POLICY) -> 
         backfill_policy=BackfillPolicy.single_run(),
         retry_policy=retry_policy,
         kinds={"spark", "delta"},
-        metadata={"delta_table": Table.FX_RATES.value},
+        metadata=catalog.definition_metadata(Table.FX_RATES),
+        owners=catalog.OWNERS,
     )
     def fx_rates(
         context: AssetExecutionContext,
@@ -122,9 +124,12 @@ def _materialize_fx_rates(
             daily_predicate(dates),
             context.run_id,
         )
+        table_rows = catalog.table_rows(spark.spark_session, result)
     yield MaterializeResult(
         metadata={
             **result.metadata(),
+            # Every date has one row per currency, so the count is right for each date of a range.
+            **catalog.materialization_metadata(result, table_rows, len(CURRENCIES)),
             "rate_date": MetadataValue.json(rate_dates),
             "after_history_end": MetadataValue.bool(bool(stale)),
             "history_end": MetadataValue.text(latest.isoformat() if latest else "n/a"),

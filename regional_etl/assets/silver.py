@@ -11,6 +11,7 @@ from dagster import (
     multi_asset,
 )
 
+from regional_etl import catalog
 from regional_etl.checks import ORDERS_GATES, QualityGateResource, partition_check_results
 from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
@@ -27,10 +28,13 @@ from regional_etl.resources.warehouse import WarehouseResource
             deps=[AssetDep("raw_orders"), AssetDep("fx_rates", partition_mapping=SAME_DATE)],
             group_name="silver",
             kinds={"spark", "delta"},
-            metadata={"delta_table": Table.ORDERS.value},
+            metadata=catalog.definition_metadata(Table.ORDERS),
+            owners=catalog.OWNERS,
             description="Valid, deduplicated orders converted to USD at the ECB rate of their "
             "date (half-up to the cent). Published only for partitions that pass the blocking "
-            "quality gates. Table: `silver/orders` by `order_date`, `region`.",
+            "quality gates. Table: `silver/orders` by `order_date`, `region`. Plotted per "
+            "partition: `rows_written` (its orders), `rows_quarantined`, `quarantine_ratio` "
+            "(quarantined share of the landing lines), `landing_lines`.",
             # Materialized per partition: a range run publishes only the partitions that pass.
             skippable=True,
         ),
@@ -39,9 +43,12 @@ from regional_etl.resources.warehouse import WarehouseResource
             deps=[AssetDep("raw_orders")],
             group_name="silver",
             kinds={"spark", "delta"},
-            metadata={"delta_table": Table.ORDERS_QUARANTINE.value},
+            metadata=catalog.definition_metadata(Table.ORDERS_QUARANTINE),
+            owners=catalog.OWNERS,
             description="Every rejected landing line with its reason (malformed, missing_*, "
-            "invalid_*, duplicate). Table: `silver/orders_quarantine` by `order_date`, `region`.",
+            "invalid_*, duplicate). Table: `silver/orders_quarantine` by `order_date`, `region`. "
+            "Plotted per partition: `rows_quarantined` and `quarantine_ratio`; the reasons are "
+            "in the table's `reason` column.",
             skippable=True,
         ),
     ],
@@ -67,6 +74,8 @@ def orders(
         with spark.connection_errors():
             bronze = read_bronze(spark.spark_session, warehouse, partitions)
             run = run_silver(bronze, warehouse, partitions, context.run_id, quality_gates)
+            orders_rows = catalog.table_rows(spark.spark_session, run.orders)
+            quarantine_rows = catalog.table_rows(spark.spark_session, run.quarantine)
     except MissingFXRatesError as exc:
         raise Failure(
             description=f"{exc}: materialize fx_rates first "
@@ -84,6 +93,7 @@ def orders(
                 "quarantine_ratio": MetadataValue.float(round(s.quarantine_ratio, 6)),
                 "delta_version": MetadataValue.int(run.quarantine.version),
                 "path": MetadataValue.path(run.quarantine.path),
+                **catalog.materialization_metadata(run.quarantine, quarantine_rows, s.quarantined),
             },
         )
         if p not in run.blocked:
@@ -94,8 +104,10 @@ def orders(
                     "rows_written": MetadataValue.int(s.orders),
                     "rows_quarantined": MetadataValue.int(s.quarantined),
                     "landing_lines": MetadataValue.int(s.landing_lines),
+                    "quarantine_ratio": MetadataValue.float(round(s.quarantine_ratio, 6)),
                     "delta_version": MetadataValue.int(run.orders.version),
                     "path": MetadataValue.path(run.orders.path),
+                    **catalog.materialization_metadata(run.orders, orders_rows, s.orders),
                 },
             )
     yield from partition_check_results(
