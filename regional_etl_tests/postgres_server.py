@@ -101,9 +101,8 @@ def _let_reach(path: Path) -> None:
     that opens the data directory by its absolute path."""
     for parent in path.parents:
         mode = parent.stat().st_mode
-        if mode & stat.S_IXOTH:
-            break
-        parent.chmod(mode | stat.S_IXOTH)
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
 
 
 @contextmanager

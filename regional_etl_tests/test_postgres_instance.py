@@ -36,7 +36,7 @@ ROWS = 40
 PIPELINE_TIMEOUT = 20 * 60.0
 # After a run of the date failed: time for a daemon run retry to show up before giving up.
 FAILURE_GRACE = 120.0
-POLL = 5.0
+POLL = 2.0
 TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
