@@ -1,14 +1,14 @@
-"""A real PostgreSQL server for tests, from the machine's server binaries: its own data directory
-under the test's tmp folder, on 127.0.0.1 and a free port only, in a process group of its own,
-and stopped whatever way the test ends."""
+"""A real PostgreSQL server for tests, from the machine's server binaries: a data directory of its
+own, on 127.0.0.1 and a free port only, in a process group of its own, and stopped whatever way
+the test ends."""
 
 from __future__ import annotations
 
 import os
 import pwd
 import shutil
-import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -94,100 +94,94 @@ def _as_server_user() -> tuple[list[str], int | None, int | None]:
     return prefix, entry.pw_uid, entry.pw_gid
 
 
-def _let_reach(path: Path) -> None:
-    """Grant search (not read) permission on the ancestors of `path`: pytest's tmp folders are
-    0700 root, which the unprivileged server user could not even pass through. pytest tightens
-    its root folder again when the next session starts, so this is applied before each command
-    that opens the data directory by its absolute path."""
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
 @contextmanager
-def postgres_server(root: Path, db_name: str = "dagster") -> Iterator[PostgresServer]:
-    """initdb a cluster under `root` (password authentication for one role), start `postgres`
-    in its own process group, create `db_name`, yield; then `pg_ctl stop -m immediate` and end
-    the process group, on success, failure or timeout alike."""
+def postgres_server(log: Path, db_name: str = "dagster") -> Iterator[PostgresServer]:
+    """initdb a cluster (password authentication for one role), start `postgres` in its own
+    process group, create `db_name`, yield; then `pg_ctl stop -m immediate`, end the process
+    group and delete the cluster, on success, failure or timeout alike. The server's output goes
+    to `log` (in the test's tmp folder, kept for a look after a failure).
+
+    The cluster lives in a temporary folder of its own, not under pytest's tmp folder: that
+    tree is 0700 root, and the unprivileged server user opens its files by absolute path for as
+    long as it runs, while pytest tightens its root folder again whenever a session starts."""
     bin_dir = server_bin_dir()
     prefix, uid, gid = _as_server_user()
-    root.mkdir(parents=True, exist_ok=True)
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    password_file = root / "password"
-    server = PostgresServer(free_port(), "dagster", "dagster-test-secret", db_name, root / "pg.log")
-    password_file.write_text(server.password + "\n")
-    if uid is not None and gid is not None:
-        for path in (root, sockets, password_file):
-            os.chown(path, uid, gid)
-        _let_reach(root)
+    root = Path(tempfile.mkdtemp(prefix="regional-etl-postgres-"))
+    try:
+        data, sockets = root / "data", root / "sockets"
+        sockets.mkdir()
+        password_file = root / "password"
+        server = PostgresServer(free_port(), "dagster", "dagster-test-secret", db_name, log)
+        password_file.write_text(server.password + "\n")
+        if uid is not None and gid is not None:
+            for path in (root, sockets, password_file):
+                os.chown(path, uid, gid)
 
-    def run(*argv: str) -> None:
-        if uid is not None:
-            _let_reach(root)
-        done = subprocess.run(
-            [*prefix, *argv], capture_output=True, text=True, timeout=STARTUP_TIMEOUT
+        def run(*argv: str) -> None:
+            done = subprocess.run(
+                [*prefix, *argv], capture_output=True, text=True, timeout=STARTUP_TIMEOUT
+            )
+            assert done.returncode == 0, f"{argv[0]} failed ({done.returncode}):\n{done.stderr}"
+
+        run(
+            str(bin_dir / "initdb"),
+            f"--pgdata={data}",
+            f"--username={server.user}",
+            f"--pwfile={password_file}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-sync",  # a throwaway cluster: no fsync, here or below
         )
-        assert done.returncode == 0, f"{argv[0]} failed ({done.returncode}):\n{done.stderr}"
+        postgres = [
+            *prefix,
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(server.port),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            f"unix_socket_directories={sockets}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
+        with (
+            open(log, "wb") as out,
+            process_groups(
+                postgres, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            ) as (proc,),
+        ):
+            try:
+                _wait_until_accepting(server, proc)
+                conn = server.connect("postgres")
+                conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+                with conn.cursor() as cur:
+                    cur.execute(f'CREATE DATABASE "{db_name}"')
+                conn.close()
+                yield server
+            finally:
+                # Immediate: nothing to keep; the process group is ended after it in any case.
+                with suppress(subprocess.SubprocessError, AssertionError, OSError):
+                    run(str(bin_dir / "pg_ctl"), "stop", f"--pgdata={data}", "-m", "immediate")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
-    run(
-        str(bin_dir / "initdb"),
-        f"--pgdata={data}",
-        f"--username={server.user}",
-        f"--pwfile={password_file}",
-        "--auth=scram-sha-256",
-        "--encoding=UTF8",
-        "--no-sync",  # a throwaway cluster: no fsync, here or below
-    )
-    postgres = [
-        *prefix,
-        str(bin_dir / "postgres"),
-        "-D",
-        str(data),
-        "-p",
-        str(server.port),
-        "-c",
-        f"listen_addresses={HOST}",
-        "-c",
-        f"unix_socket_directories={sockets}",
-        "-c",
-        "fsync=off",
-        "-c",
-        "synchronous_commit=off",
-        "-c",
-        "full_page_writes=off",
-    ]
-    if uid is not None:
-        _let_reach(root)
-    with (
-        open(server.log, "wb") as log,
-        process_groups(
-            postgres, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        ) as (proc,),
-    ):
+
+def _wait_until_accepting(server: PostgresServer, proc: subprocess.Popen) -> None:
+    import psycopg2
+
+    def accepting() -> bool | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"postgres exited with {proc.returncode}:\n{server.log_tail()}")
         try:
+            server.connect("postgres").close()
+        except psycopg2.OperationalError:  # not listening yet
+            return None
+        return True
 
-            def accepting() -> bool | None:
-                import psycopg2
-
-                if proc.poll() is not None:
-                    raise AssertionError(f"postgres exited with {proc.returncode}:\n"
-                                         f"{server.log_tail()}")  # fmt: skip
-                try:
-                    server.connect("postgres").close()
-                except psycopg2.OperationalError:  # not listening yet
-                    return None
-                return True
-
-            wait_for("PostgreSQL to accept connections", accepting, STARTUP_TIMEOUT, 0.5)
-            conn = server.connect("postgres")
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{db_name}"')
-            conn.close()
-            yield server
-        finally:
-            # Immediate: nothing to keep; the process group is ended after it in any case.
-            with suppress(subprocess.SubprocessError, AssertionError, OSError):
-                run(str(bin_dir / "pg_ctl"), "stop", f"--pgdata={data}", "-m", "immediate")
+    wait_for("PostgreSQL to accept connections", accepting, STARTUP_TIMEOUT, 0.5)

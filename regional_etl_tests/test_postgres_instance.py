@@ -184,7 +184,7 @@ def test_daemon_on_postgres_brings_landing_drops_to_gold(
     shutil.copy(POSTGRES_YAML, home / "dagster.yaml")
     day = dt.date.fromisoformat(DATE)
     generate_landing(pipeline.landing, day, day, rows=ROWS, seed=29, anomalies=True)
-    with postgres_server(tmp_path / "postgres") as pg:
+    with postgres_server(tmp_path / "postgres.log") as pg:
         env = isolated_env(
             {
                 "DAGSTER_HOME": str(home),
