@@ -148,31 +148,36 @@ class DagsterDev:
             return json.loads(response.read()) if response.status == 200 else None
 
     def stop(self, grace: float = 60.0) -> list[int]:
-        """SIGTERM the whole group, wait, then SIGKILL it; also kill descendants that left the
-        group. Returns the pids that survived SIGTERM (for the report), after killing them."""
-        stragglers = _descendants(self.proc.pid)
-        try:
-            pgid = os.getpgid(self.proc.pid)
-        except ProcessLookupError:
-            pgid = self.proc.pid  # the leader is gone; its group id is its pid
-        _signal_group(pgid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=grace)
-        # Give the rest of the group (run workers, JVMs) the same grace to wind down.
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(
-            _start_time(pid) == start for pid, start in stragglers.items()
-        ):
-            time.sleep(0.5)
-        survivors = [pid for pid, start in stragglers.items() if _start_time(pid) == start]
-        _signal_group(pgid, signal.SIGKILL)
-        for pid in survivors:
-            if _start_time(pid) == stragglers[pid]:
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(timeout=30)
-        return survivors
+        """Stop the whole process tree (see `stop_tree`)."""
+        return stop_tree(self.proc, grace)
+
+
+def stop_tree(proc: subprocess.Popen[bytes], grace: float = 60.0) -> list[int]:
+    """SIGTERM the process group of `proc`, wait, then SIGKILL it; also kill descendants that
+    left the group. Returns the pids that survived SIGTERM (for the report), after killing them."""
+    stragglers = _descendants(proc.pid)
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid  # the leader is gone; its group id is its pid
+    _signal_group(pgid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    # Give the rest of the group (run workers, JVMs) the same grace to wind down.
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(
+        _start_time(pid) == start for pid, start in stragglers.items()
+    ):
+        time.sleep(0.5)
+    survivors = [pid for pid, start in stragglers.items() if _start_time(pid) == start]
+    _signal_group(pgid, signal.SIGKILL)
+    for pid in survivors:
+        if _start_time(pid) == stragglers[pid]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=30)
+    return survivors
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -207,3 +212,48 @@ def dagster_dev(
         survivors = dev.stop()
         if survivors:
             print(f"dagster dev: pids {survivors} outlived SIGTERM and were killed")
+
+
+@dataclass
+class Daemon:
+    """One `dagster-daemon run` process group: the webserver-less deployment."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 150) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError as exc:
+            return f"<no log: {exc}>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise E2EError(f"dagster-daemon exited with {code}; log tail:\n{self.log_tail()}")
+
+
+@contextmanager
+def dagster_daemon(
+    workspace: Path, cwd: Path, env: Mapping[str, str], log: Path
+) -> Iterator[Daemon]:
+    """`dagster-daemon run -w <workspace>` in cwd, its own session; always stopped as a whole
+    process tree (its code server and run workers included) on exit."""
+    argv = [str(DAGSTER_BIN.with_name("dagster-daemon")), "run", "-w", str(workspace)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield Daemon(proc, log)
+    finally:
+        survivors = stop_tree(proc)
+        if survivors:
+            print(f"dagster-daemon: pids {survivors} outlived SIGTERM and were killed")

@@ -11,9 +11,11 @@ import math
 import re
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from pathlib import Path
+from typing import Any
 
 from currency_converter.currency_converter import CURRENCY_FILE
 
@@ -147,3 +149,60 @@ def expected_partition(landing: Path, order_date: str, region: str) -> Expected:
         usd = (amount * rate).quantize(Decimal("0.01"), ROUND_HALF_UP)
         orders[order_id] = (user_id, amount, CURRENCY[region], ts, rate, usd)
     return Expected(orders, quarantine, len(lines))
+
+
+def assert_warehouse_matches(
+    spark: Any, warehouse: Path, landing: Path, dates: Sequence[str], regions: Sequence[str]
+) -> dict[tuple[str, str], Expected]:
+    """Assert that the warehouse holds, for these dates and regions, exactly what the contract
+    makes of the landing lines: FX rates, bronze lines, silver orders and quarantine row by row,
+    gold per region. Returns the expectations per (date, region) for further checks."""
+
+    def rows(table: str) -> list[dict]:
+        frame = spark.read.format("delta").load(str(warehouse / table))
+        return [r.asDict() for r in frame.collect()]
+
+    bronze, silver = rows("bronze/raw_orders"), rows("silver/orders")
+    quarantine, revenue = rows("silver/orders_quarantine"), rows("gold/daily_revenue")
+    fx = rows("reference/fx_rates")
+    expected: dict[tuple[str, str], Expected] = {}
+    for date in dates:
+        day = dt.date.fromisoformat(date)
+        got_fx = {r["currency"]: r["usd_per_unit"] for r in fx if r["order_date"] == day}
+        assert got_fx == ecb_usd_per_unit(day), date
+        for region in regions:
+            want = expected[(date, region)] = expected_partition(landing, date, region)
+
+            def of_partition(table: list[dict], day=day, region=region) -> list[dict]:
+                return [r for r in table if r["order_date"] == day and r["region"] == region]
+
+            got_bronze = of_partition(bronze)
+            assert len(got_bronze) == want.lines, (date, region)
+            got_orders = {
+                r["order_id"]: (
+                    r["user_id"],
+                    r["amount"],
+                    r["currency"],
+                    r["order_ts"],
+                    r["fx_rate"],
+                    r["amount_usd"],
+                )
+                for r in of_partition(silver)
+            }
+            assert len(got_orders) == len(of_partition(silver)), "order_id unique per partition"
+            assert got_orders == want.orders, (date, region)
+            got_q = {
+                (r["source_file"], r["line_number"]): r["reason"] for r in of_partition(quarantine)
+            }
+            assert got_q == want.quarantine, (date, region)
+            # Nothing silently dropped: every landing line is an order or a quarantine row.
+            assert len(got_orders) + len(got_q) == want.lines == len(got_bronze)
+
+            day_rev = of_partition(revenue)
+            assert len(day_rev) == 1, (date, region, day_rev)
+            assert day_rev[0]["orders"] == len(want.orders)
+            assert day_rev[0]["users"] == len({o[0] for o in want.orders.values()})
+            assert day_rev[0]["revenue_usd"] == sum(
+                (o[5] for o in want.orders.values()), Decimal(0)
+            )
+    return expected

@@ -18,7 +18,7 @@ from regional_etl.contract import REGIONS
 from regional_etl.generate import generate_landing, write_drop
 from regional_etl.io.delta import history
 from regional_etl_tests.conftest import Pipeline
-from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
+from regional_etl_tests.oracle import assert_warehouse_matches
 from regional_etl_tests.test_catalog import (
     assert_catalog_metadata,
     assert_daily_revenue_metadata,
@@ -58,53 +58,9 @@ def test_full_materialization_matches_the_contract(
     assert report.ok, report.outcomes
     assert report.count("succeeded") == len(DATES) * len(REGIONS)
 
-    bronze = rows(spark, landed.table("bronze/raw_orders"))
-    silver = rows(spark, landed.table("silver/orders"))
-    quarantine = rows(spark, landed.table("silver/orders_quarantine"))
-    revenue = rows(spark, landed.table("gold/daily_revenue"))
-    fx = rows(spark, landed.table("reference/fx_rates"))
-
-    for date in DATES:
-        day = dt.date.fromisoformat(date)
-        want_fx = ecb_usd_per_unit(day)
-        got_fx = {r["currency"]: r["usd_per_unit"] for r in fx if r["order_date"] == day}
-        assert got_fx == want_fx
-        for region in REGIONS:
-            want = expected_partition(landed.landing, date, region)
-
-            def of_partition(table: list[dict], day=day, region=region) -> list[dict]:
-                return [r for r in table if r["order_date"] == day and r["region"] == region]
-
-            got_bronze = of_partition(bronze)
-            assert len(got_bronze) == want.lines
-            got_orders = {
-                r["order_id"]: (
-                    r["user_id"],
-                    r["amount"],
-                    r["currency"],
-                    r["order_ts"],
-                    r["fx_rate"],
-                    r["amount_usd"],
-                )
-                for r in of_partition(silver)
-            }
-            assert len(got_orders) == len(of_partition(silver)), "order_id unique per partition"
-            assert got_orders == want.orders
-            got_q = {
-                (r["source_file"], r["line_number"]): r["reason"] for r in of_partition(quarantine)
-            }
-            assert got_q == want.quarantine
-            # Nothing silently dropped: every landing line is an order or a quarantine row.
-            assert len(got_orders) + len(got_q) == want.lines == len(got_bronze)
-            assert {"malformed", "duplicate", "invalid_amount"} <= set(want.reasons)
-
-            day_rev = of_partition(revenue)
-            assert len(day_rev) == 1
-            assert day_rev[0]["orders"] == len(want.orders)
-            assert day_rev[0]["users"] == len({o[0] for o in want.orders.values()})
-            assert day_rev[0]["revenue_usd"] == sum(
-                (o[5] for o in want.orders.values()), Decimal(0)
-            )
+    expected = assert_warehouse_matches(spark, landed.warehouse, landed.landing, DATES, REGIONS)
+    for want in expected.values():
+        assert {"malformed", "duplicate", "invalid_amount"} <= set(want.reasons)
     # Silver is written one file per (date, region), not one per Spark task: no small files.
     for name in ("silver/orders", "silver/orders_quarantine"):
         files = (

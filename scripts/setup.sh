@@ -17,7 +17,19 @@ command -v java >/dev/null || { echo "setup: Java 17 is required (java not on PA
 
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,postgres]"
+# The PostgreSQL instance test starts a real server from the machine's binaries: install Debian's
+# package only when no server is there (the test says what is missing if this could not run).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing the PostgreSQL server (Debian package postgresql)"
+    DEBIAN_FRONTEND=noninteractive apt-get -qq update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends postgresql >/dev/null
+  else
+    echo "setup: no PostgreSQL server binaries (initdb); install the postgresql package to run" \
+      "regional_etl_tests/test_postgres_instance.py" >&2
+  fi
+fi
 # Spark's Ivy prints a line per jar: keep that in a file, show the summary (or the error).
 mkdir -p .cache
 jars_log=.cache/setup-jars.log
