@@ -32,7 +32,7 @@ import pytest
 from dagster import DagsterInstance, instance_for_test
 
 from regional_etl import spark_server
-from regional_etl.backfill import run_backfill
+from regional_etl.backfill import Progress, run_backfill
 from regional_etl.contract import REGIONS, Table
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FXServer
@@ -282,9 +282,9 @@ def test_a_backfill_on_a_standalone_cluster_equals_the_local_one(
     cluster_warehouse = tmp_path / "cluster-warehouse"
 
     def backfill(resources: dict[str, Any], on: DagsterInstance, deadline: float) -> None:
-        def progress(line: str) -> None:
+        def progress(state: Progress) -> None:
             if time.monotonic() > deadline:
-                raise E2EError(f"backfill still running after {BACKFILL_TIMEOUT:.0f} s: {line}")
+                raise E2EError(f"backfill still running after {BACKFILL_TIMEOUT:.0f} s: {state}")
 
         report = run_backfill(
             build_definitions(resources),
