@@ -266,6 +266,7 @@ class HostileRun:
     warehouse: Path
     instance: DagsterInstance
     runs: dict[str, tuple[bool, str]]  # job and range -> (success, run id)
+    rows: dict[Table, list[dict[str, Any]]]  # every table as Spark reads it, read once
 
     def table(self, table: Table) -> str:
         return str(self.warehouse / table.value)
@@ -311,7 +312,11 @@ def hostile(
                 raise_on_error=False,
             )
             runs[f"{job} {first}..{last}"] = (result.success, result.run_id)
-        yield HostileRun(landing, warehouse, instance, runs)
+        rows = {
+            t: [r.asDict() for r in spark.read.format("delta").load(str(warehouse / t)).collect()]
+            for t in Table
+        }
+        yield HostileRun(landing, warehouse, instance, runs, rows)
 
 
 def failure_messages(instance: DagsterInstance, run_id: str) -> dict[str, str]:
@@ -331,11 +336,12 @@ def failure_messages(instance: DagsterInstance, run_id: str) -> dict[str, str]:
     return found
 
 
-def rows_by_partition(spark: Any, path: str) -> Counter[tuple[str, str]]:
-    frame = spark.read.format("delta").load(path)
-    return Counter(
-        (str(r.order_date), r.region) for r in frame.select("order_date", "region").collect()
-    )
+def rows_by_partition(rows: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    return Counter((str(r["order_date"]), r["region"]) for r in rows)
+
+
+def in_partition(rows: list[dict[str, Any]], order_date: str, region: str) -> list[dict]:
+    return [r for r in rows if (str(r["order_date"]), r["region"]) == (order_date, region)]
 
 
 def test_the_cases_are_written_down_and_the_oracle_agrees(tmp_path: Path) -> None:
@@ -353,7 +359,7 @@ def test_the_cases_are_written_down_and_the_oracle_agrees(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
-    hostile: HostileRun, spark: Any
+    hostile: HostileRun,
 ) -> None:
     success = {key: ok for key, (ok, _) in hostile.runs.items()}
     assert success == {
@@ -373,9 +379,10 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
         message = next(iter(failure_messages(hostile.instance, run_id).values()))
         for fragment in says:
             assert fragment in message, (kind, message)
-    bronze = rows_by_partition(spark, hostile.table(Table.RAW_ORDERS))
-    orders = rows_by_partition(spark, hostile.table(Table.ORDERS))
-    quarantine = rows_by_partition(spark, hostile.table(Table.ORDERS_QUARANTINE))
+    tables = hostile.rows
+    bronze = rows_by_partition(tables[Table.RAW_ORDERS])
+    orders = rows_by_partition(tables[Table.ORDERS])
+    quarantine = rows_by_partition(tables[Table.ORDERS_QUARANTINE])
     ingested = {(d, r) for d in (DAY, DAY2) for r in REGIONS} - {(DAY2, "us-west")}
     # No other partition changed: the ignored folders, the symlink's target and the failed
     # drops reached no table; the 0-byte drop has no rows anywhere (nothing to hold).
@@ -387,18 +394,14 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
     for order_date, region in sorted(ingested):
         expected = oracle.expected_partition(hostile.landing, order_date, region)
         got_orders = {
-            r.order_id: (r.user_id, r.amount, r.currency, r.order_ts, r.fx_rate, r.amount_usd)
-            for r in spark.read.format("delta")
-            .load(hostile.table(Table.ORDERS))
-            .where(f"order_date = '{order_date}' AND region = '{region}'")
-            .collect()
+            r["order_id"]: tuple(
+                r[c] for c in ("user_id", "amount", "currency", "order_ts", "fx_rate", "amount_usd")
+            )
+            for r in in_partition(tables[Table.ORDERS], order_date, region)
         }
         got_quarantine = {
-            (r.source_file, r.line_number): r.reason
-            for r in spark.read.format("delta")
-            .load(hostile.table(Table.ORDERS_QUARANTINE))
-            .where(f"order_date = '{order_date}' AND region = '{region}'")
-            .collect()
+            (r["source_file"], r["line_number"]): r["reason"]
+            for r in in_partition(tables[Table.ORDERS_QUARANTINE], order_date, region)
         }
         assert got_orders == expected.orders, region
         assert got_quarantine == expected.quarantine, region
@@ -409,18 +412,9 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
     east = bronze[(DAY, "us-east")]
     assert east == sum(len(c.lines) for c in CASES) + len(OTHER_FILE_LINES)
     assert orders[(DAY, "us-west")] == 5  # CRLF and BOM files: every line an order
-    values = [
-        r.value
-        for r in spark.read.format("delta")
-        .load(hostile.table(Table.RAW_ORDERS))
-        .where("region = 'us-west'")
-        .collect()
-    ]
+    values = [r["value"] for r in tables[Table.RAW_ORDERS] if r["region"] == "us-west"]
     assert not [v for v in values if "\r" in v or "\ufeff" in v]
-    amounts = {
-        r.order_id: r.amount
-        for r in spark.read.format("delta").load(hostile.table(Table.ORDERS)).collect()
-    }
+    amounts = {r["order_id"]: r["amount"] for r in tables[Table.ORDERS]}
     assert amounts["A7"] == Decimal("12.1235") and amounts["D1"] == Decimal("8.0000")
     assert amounts["D2"] == Decimal("6.0000")
 
@@ -431,9 +425,9 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
     assert problems == set(IGNORED)
 
     # Gold of the good date covers the four regions; the date with a region gated out has none.
-    gold = spark.read.format("delta").load(hostile.table(Table.DAILY_REVENUE)).collect()
-    assert {(str(r.order_date), r.region) for r in gold} == {(DAY, r) for r in REGIONS}
-    assert {r.region: r.orders for r in gold} == {
+    gold = tables[Table.DAILY_REVENUE]
+    assert set(rows_by_partition(gold)) == {(DAY, r) for r in REGIONS}
+    assert {r["region"]: r["orders"] for r in gold} == {
         region: orders[(DAY, region)] for region in REGIONS
     }
 
@@ -450,12 +444,11 @@ def test_a_file_that_vanishes_between_listing_and_reading_is_named(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_delta_rs_reads_every_table_as_spark_does(hostile: HostileRun, spark: Any) -> None:
+def test_delta_rs_reads_every_table_as_spark_does(hostile: HostileRun) -> None:
     """Scenario 7: after the hostile input, every table reads the same in delta-rs and Spark."""
     for table in Table:
-        path = hostile.table(table)
-        by_spark = [r.asDict() for r in spark.read.format("delta").load(path).collect()]
-        by_rust = DeltaTable(path).to_pyarrow_table().to_pylist()
+        by_spark = hostile.rows[table]
+        by_rust = DeltaTable(hostile.table(table)).to_pyarrow_table().to_pylist()
         assert len(by_spark) > 0, table
         assert sorted(map(_comparable, by_rust)) == sorted(map(_comparable, by_spark)), table
 
