@@ -26,6 +26,9 @@ CURRENCIES: tuple[str, ...] = tuple(sorted(set(REGION_CURRENCY.values())))
 # Inclusive bounds on a valid order amount, in the region's local currency.
 MAX_AMOUNT = 1_000_000
 SUCCESS_MARKER = "_SUCCESS"
+# A landing line longer than this is not an order (a runaway export, a file without line
+# breaks): its drop is refused before Spark has to hold it as one value.
+MAX_LINE_BYTES = 1024 * 1024
 LANDING_SUFFIX = ".jsonl"
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

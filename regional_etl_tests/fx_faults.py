@@ -40,6 +40,9 @@ class FaultConfig:
     status: int = 503  # status of outage and error_rate answers
     hang: bool = False  # never answer, until the client gives up or the server stops
     bad_payload: bool = False  # 200 with a JSON body that is not the Frankfurter shape
+    malformed_json: bool = False  # 200 with a body cut off mid-JSON
+    missing_currency: str | None = None  # the answer leaves out this currency's rate
+    rates: dict[str, float] | None = None  # these rates replace the real ones (0, negative...)
     retry_after: float | None = None  # Retry-After header (seconds) on injected 429/503
     seed: int | None = None  # makes error_rate draws reproducible
 
@@ -79,7 +82,8 @@ class FaultState:
             self.outage_until = time.monotonic() + config.outage_seconds
 
     def decide(self) -> tuple[FaultConfig, int | str | None]:
-        """This request's injected outcome: a status, "hang", "bad_payload" or None."""
+        """This request's injected outcome: a status, "hang", "bad_payload", "malformed_json"
+        or None (the real answer, with `missing_currency` and `rates` applied)."""
         with self.lock:
             config = self.config
             if config.hang:
@@ -90,6 +94,8 @@ class FaultState:
             # number of API requests whatever else is configured.
             if config.error_rate > 0 and self.rng.random() < config.error_rate:
                 return config, config.status
+            if config.malformed_json:
+                return config, "malformed_json"
             return config, "bad_payload" if config.bad_payload else None
 
     def record(self, outcome: int | str) -> None:
@@ -126,8 +132,20 @@ class FaultHandler(FXRequestHandler):
         elif injected == "bad_payload":
             state.record(200)
             self.send_json(200, {"status": "ok", "data": [{"unexpected": True}]})
+        elif injected == "malformed_json":
+            state.record(200)
+            payload = b'{"amount": 1.0, "base": "USD", "rates": {"EUR": 0.9'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
         else:
             status, body = answer(parts.path, parse_qs(parts.query))
+            if status == 200 and isinstance(body.get("rates"), dict):
+                rates = {**body["rates"], **(config.rates or {})}
+                rates.pop(config.missing_currency or "", None)
+                body = {**body, "rates": rates}
             state.record(status)
             self.send_json(status, body)
 

@@ -34,8 +34,8 @@ def landing_lines(landing: Path, order_date: str, region: str) -> list[Line]:
     folder = landing / f"region={region}" / f"date={order_date}"
     lines: list[Line] = []
     for path in sorted(folder.glob("*.jsonl")):
-        text = path.read_text()
-        if not text:
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        if not path.stat().st_size:
             continue
         parts = text.split("\n")
         if text.endswith("\n"):
@@ -120,7 +120,7 @@ def expected_partition(landing: Path, order_date: str, region: str) -> Expected:
         where = (line.source_file, line.line_number)
         try:
             record = json.loads(line.raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth
             record = None
         if not isinstance(record, dict):
             quarantine[where] = "malformed"

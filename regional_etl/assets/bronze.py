@@ -11,7 +11,13 @@ from dagster import (
 
 from regional_etl import catalog
 from regional_etl.contract import Table
-from regional_etl.io.landing import DropNotReadyError, count_lines, read_drops, ready_drop
+from regional_etl.io.landing import (
+    DropNotReadyError,
+    LandingFileError,
+    count_lines,
+    read_drops,
+    ready_drop,
+)
 from regional_etl.partitions import date_region_partitions, run_date_regions
 from regional_etl.pipeline import write_bronze
 from regional_etl.policies import LANDING_RETRY_POLICY
@@ -42,13 +48,15 @@ def raw_orders(
     partitions = run_date_regions(context)
     try:
         drops = [ready_drop(warehouse.landing(), p) for p in partitions]
-    except DropNotReadyError as exc:
+        # Before Spark reads anything: a file that cannot be ingested fails with its name and
+        # line, instead of a Spark error or a partition with lines missing.
+        landing_lines = count_lines(drops)
+    except (DropNotReadyError, LandingFileError) as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     with spark.connection_errors():
         lines = read_drops(spark.spark_session, warehouse.landing(), drops)
         result = write_bronze(lines, warehouse, partitions, context.run_id)
         table_rows = catalog.table_rows(spark.spark_session, result)
-    landing_lines = count_lines(drops)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.
         raise Failure(

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from regional_etl.contract import LANDING_SUFFIX, SUCCESS_MARKER, ContractError, drop_path
+from regional_etl.contract import (
+    LANDING_SUFFIX,
+    MAX_LINE_BYTES,
+    SUCCESS_MARKER,
+    ContractError,
+    drop_path,
+)
 from regional_etl.partitions import DateRegion
 
 if TYPE_CHECKING:
@@ -16,6 +22,11 @@ if TYPE_CHECKING:
 
 class DropNotReadyError(RuntimeError):
     """A landing drop without its `_SUCCESS` marker: it may still be arriving."""
+
+
+class LandingFileError(ValueError):
+    """A landing file that cannot be ingested as delivered; the message names the file (relative
+    to the landing root) and, where it is one line, the line."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,15 @@ def ready_drop(root: str | Path, partition: DateRegion) -> Drop:
             f"landing drop {path} for partition {partition} {what}: not ingesting a drop that "
             f"may be incomplete (the landing sensor runs it once {marker} is written)"
         )
-    files = tuple(sorted(p for p in path.iterdir() if p.is_file() and p.suffix == LANDING_SUFFIX))
+    # Symlinks are listed even when dangling: `count_lines` then names them, rather than the
+    # drop losing a file without a word.
+    files = tuple(
+        sorted(
+            p
+            for p in path.iterdir()
+            if p.suffix == LANDING_SUFFIX and (p.is_file() or p.is_symlink())
+        )
+    )
     return Drop(partition, path, files, marker.stat().st_mtime_ns)
 
 
@@ -85,8 +104,9 @@ def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> 
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    root = Path(root).resolve()
-    files = [str(f.resolve()) for d in drops for f in d.files]
+    # Not resolved: a symlinked file's lines belong to the drop it sits in, and its source_file
+    # (region and date) is read from this path.
+    files = [str(f.absolute()) for d in drops for f in d.files]
     if not files:
         empty = T.StructType(
             [
@@ -100,7 +120,8 @@ def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> 
         return spark.createDataFrame([], empty)
     raw = spark.read.text(files, wholetext=True)
     path = F.col("_metadata.file_path")
-    text = F.regexp_replace(F.col("value"), r"\n$", "")
+    # A UTF-8 byte order mark (Windows tools write one) marks the encoding; it is not content.
+    text = F.regexp_replace(F.regexp_replace(F.col("value"), "^\ufeff", ""), r"\n$", "")
     lines = raw.select(
         F.posexplode(F.split(text, "\n")).alias("pos", "value"),
         path.alias("file_path"),
@@ -119,12 +140,56 @@ def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> 
 
 
 def count_lines(drops: Sequence[Drop]) -> int:
-    """Landing lines as the contract counts them (for reconciliation), without Spark."""
-    total = 0
+    """Landing lines as the contract counts them (for reconciliation), without Spark.
+
+    Also the gate a file passes before Spark reads it: one `LandingFileError` names every file
+    (and line) that is not UTF-8, has a line over `MAX_LINE_BYTES`, leads outside the landing
+    root through a symlink, or cannot be read (gone since the listing), so a range run with
+    several broken drops reports them all at once.
+    """
+    total, problems = 0, []
     for drop in drops:
+        root = drop.path.parent.parent
         for f in drop.files:
-            with open(f, "rb") as fh:
-                data = fh.read()
-            if data:
-                total += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            try:
+                total += _checked_line_count(f, root)
+            except LandingFileError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise LandingFileError("; ".join(problems))
     return total
+
+
+def _checked_line_count(path: Path, root: Path) -> int:
+    name = path.relative_to(root).as_posix()
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise LandingFileError(
+            f"landing file {name} leads to {target}, outside the landing root {root}: not "
+            "followed (a drop's files must live in the landing zone)"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LandingFileError(
+            f"landing file {name} could not be read ({exc.strerror or exc}): it vanished or "
+            f"changed after the drop was listed; re-write {SUCCESS_MARKER} once the drop is "
+            "complete"
+        ) from exc
+    if not data:
+        return 0
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise LandingFileError(
+                f"landing file {name} line {number} is {len(line):,} bytes, longer than the "
+                f"{MAX_LINE_BYTES:,}-byte limit of one order line: fix the drop"
+            )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LandingFileError(
+            f"landing file {name} line {line} is not UTF-8 (byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start}): re-deliver the file in UTF-8"
+        ) from None
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)

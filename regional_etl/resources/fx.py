@@ -59,9 +59,11 @@ def parse_rates(
         raise bad(f"base {payload.get('base')!r} on {rate_date} does not answer {USD} on {asked}")
     usd_per_unit: dict[str, Decimal] = {}
     for code in wanted:
-        rate = rates.get(code)
+        if code not in rates:
+            raise bad(f"no rate for {code} in the answer for {rate_date}")
+        rate = rates[code]
         if not isinstance(rate, Decimal) or not rate.is_finite() or rate <= 0:
-            raise bad(f"rate for {code} is {rate}, not a positive number")
+            raise bad(f"rate for {code} on {rate_date} is {rate}, not a positive number")
         usd_per_unit[code] = (1 / rate).quantize(USD_PER_UNIT_QUANTUM, ROUND_HALF_UP)
     return rate_date, usd_per_unit
 
