@@ -1,0 +1,420 @@
+"""The UI and its API, the way users drive them: one real `dagster dev` (webserver + daemon) on
+the project's workspace.yaml and dagster.yaml with a fresh DAGSTER_HOME and generated drops,
+driven by headless Chromium (Debian's package, through Playwright) and by `dagster-graphql`'s
+client. Screenshots of every browser step land in the test's tmp_path and in artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regional_etl.contract import REGIONS
+from regional_etl.generate import GenerateSummary, generate_landing, write_drop
+from regional_etl_tests.e2e_support import (
+    DagsterDev,
+    E2EError,
+    dagster_dev,
+    isolated_env,
+    loaded_location,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+ROWS = 200
+# Dates inside the bundled ECB history, each step on days of its own so the steps stay
+# independent of their order.
+FIRST, LAST = dt.date(2024, 3, 4), dt.date(2024, 3, 14)
+UI_PARTITION = "2024-03-04|us-east"
+UI_BACKFILL = ("2024-03-05", "2024-03-07")
+BROKEN = "2024-03-08|eu-west"
+API_PARTITION = "2024-03-11|eu-west"
+API_BACKFILL = ("2024-03-12", "2024-03-14")
+
+STARTUP_TIMEOUT = 180.0
+RUN_TIMEOUT = 300.0
+POLL = 3.0
+# Kept off for the whole module: the tests launch every run themselves, so what ran is exactly
+# what they asked for.
+QUIET_SENSORS = ("landing_sensor", "regional_automation")
+
+SENSOR_STATE_QUERY = """
+query ($sensor: SensorSelector!) {
+  sensorOrError(sensorSelector: $sensor) {
+    __typename
+    ... on Sensor { sensorState { id status } }
+    ... on PythonError { message }
+  }
+}
+"""
+STOP_SENSOR = """
+mutation ($id: String!) {
+  stopSensor(id: $id) {
+    __typename
+    ... on StopSensorMutationResult { instigationState { status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@dataclass
+class UIProject:
+    """The running `dagster dev`, its repository selector and the folders its runs use."""
+
+    dev: DagsterDev
+    repo: dict[str, str]
+    landing: Path
+    warehouse: Path
+    summary: GenerateSummary
+
+    def sensor_status(self, name: str) -> str:
+        data = self.dev.graphql(SENSOR_STATE_QUERY, {"sensor": {**self.repo, "sensorName": name}})
+        sensor = data["sensorOrError"]
+        if sensor["__typename"] != "Sensor":
+            raise E2EError(f"sensor {name}: {sensor}")
+        return sensor["sensorState"]["status"]
+
+    def stop_sensor(self, name: str) -> None:
+        data = self.dev.graphql(SENSOR_STATE_QUERY, {"sensor": {**self.repo, "sensorName": name}})
+        state_id = data["sensorOrError"]["sensorState"]["id"]
+        result = self.dev.graphql(STOP_SENSOR, {"id": state_id})["stopSensor"]
+        if result["__typename"] != "StopSensorMutationResult":
+            raise E2EError(f"stopSensor {name}: {result}")
+
+
+def break_drop(landing: Path, partition: str) -> None:
+    """Redeliver a drop with 3 lines: below the volume gate's floor, a blocking failure."""
+    day, region = partition.split("|")
+    for old in (landing / f"region={region}" / f"date={day}").glob("*.jsonl"):
+        old.unlink()
+    currency = {"us-east": "USD", "us-west": "USD", "eu-west": "EUR", "ap-south": "INR"}[region]
+    lines = [
+        json.dumps(
+            {
+                "order_id": f"S{n}",
+                "user_id": "u",
+                "amount": 5,
+                "currency": currency,
+                "order_ts": f"{day}T10:00:00Z",
+            }
+        )
+        for n in range(3)
+    ]
+    write_drop(landing, day, region, lines)
+
+
+@contextmanager
+def ui_project(root: Path) -> Iterator[UIProject]:
+    """`dagster dev -w workspace.yaml` with the repo's dagster.yaml in a fresh DAGSTER_HOME under
+    `root`; the landing sensor and the automation sensor stopped before any drop exists."""
+    home = root / "project"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    landing, warehouse = root / "landing", root / "warehouse"
+    env = isolated_env(
+        {
+            "DAGSTER_HOME": str(home),
+            "REGIONAL_ETL_LANDING": str(landing),
+            "REGIONAL_ETL_WAREHOUSE": str(warehouse),
+            "REGIONAL_ETL_GATE_MIN_ROWS": "10",
+        }
+    )
+    with dagster_dev(REPO / "workspace.yaml", home, env, root / "dagster-dev.log",
+                     STARTUP_TIMEOUT) as dev:  # fmt: skip
+        try:
+            repo = loaded_location(dev)
+            project = UIProject(dev, repo, landing, warehouse, GenerateSummary(landing, ()))
+            for name in QUIET_SENSORS:
+                project.stop_sensor(name)
+            project.summary = generate_landing(landing, FIRST, LAST, rows=ROWS)
+            break_drop(landing, BROKEN)
+            yield project
+        except BaseException:
+            print(f"--- dagster dev log tail ({dev.log}) ---\n{dev.log_tail(200)}")
+            raise
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIProject]:
+    with ui_project(tmp_path_factory.mktemp("ui")) as project:
+        yield project
+
+
+BACKFILL_QUERY = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      status
+      assetBackfillData {
+        assetBackfillStatuses {
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted
+            numPartitionsMaterialized
+            numPartitionsFailed
+          }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+MATERIALIZATIONS_QUERY = """
+query ($key: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId } }
+  }
+}
+"""
+CHECK_QUERY = """
+query ($key: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 5) {
+    status partition runId
+  }
+}
+"""
+RUNS_QUERY = """
+query ($filter: RunsFilter) {
+  runsOrError(filter: $filter, limit: 50) {
+    __typename
+    ... on Runs { results { runId jobName status tags { key value } } }
+  }
+}
+"""
+TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def materialized(dev: DagsterDev, asset: str, partitions: list[str]) -> set[str]:
+    data = dev.graphql(
+        MATERIALIZATIONS_QUERY, {"key": {"path": [asset]}, "partitions": partitions}
+    )["assetOrError"]
+    if data["__typename"] != "Asset":  # AssetNotFoundError until its first materialization
+        return set()
+    return {m["partition"] for m in data["assetMaterializations"]}
+
+
+def wait_materialized(dev: DagsterDev, asset: str, partitions: list[str]) -> None:
+    wanted = set(partitions)
+    wait_for(
+        f"{asset} {sorted(wanted)} to be materialized",
+        lambda: True if materialized(dev, asset, partitions) == wanted else None,
+        RUN_TIMEOUT,
+        POLL,
+        dev.check_alive,
+    )
+
+
+def wait_backfill(dev: DagsterDev, backfill_id: str) -> dict[str, Any]:
+    """Poll until the backfill reached a final status; the backfill as GraphQL tells it."""
+
+    def probe() -> dict[str, Any] | None:
+        data = dev.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+        if data["__typename"] != "PartitionBackfill":
+            raise E2EError(f"backfill {backfill_id}: {data}")
+        return data if data["status"] in TERMINAL_BACKFILL else None
+
+    return wait_for(f"backfill {backfill_id}", probe, RUN_TIMEOUT, POLL, dev.check_alive)
+
+
+def backfill_counts(backfill: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    """asset -> (targeted, materialized, failed) partitions."""
+    return {
+        "/".join(s["assetKey"]["path"]): (
+            s["numPartitionsTargeted"],
+            s["numPartitionsMaterialized"],
+            s["numPartitionsFailed"],
+        )
+        for s in backfill["assetBackfillData"]["assetBackfillStatuses"]
+    }
+
+
+def regional_keys(first: str, last: str) -> list[str]:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+    return [f"{day.isoformat()}|{region}" for day in days for region in REGIONS]
+
+
+def dates_of(first: str, last: str) -> list[str]:
+    return sorted({key.split("|")[0] for key in regional_keys(first, last)})
+
+
+def assert_tables(spark: Any, project: UIProject, keys: list[str]) -> None:
+    """silver holds the expected orders of every (date, region) in `keys`, gold one row per
+    region and date with the same counts: what the runs committed, read back by our Spark."""
+    from pyspark.sql import functions as F
+
+    dates = sorted({key.split("|")[0] for key in keys})
+    expected = {
+        (d, r): project.summary.drop(d, r).expected_orders for d, r in (k.split("|") for k in keys)
+    }
+    in_dates = F.col("order_date").cast("string").isin(dates)
+    silver = spark.read.format("delta").load(str(project.warehouse / "silver/orders"))
+    counts = {
+        (str(r["order_date"]), r["region"]): r["count"]
+        for r in silver.where(in_dates).groupBy("order_date", "region").count().collect()
+    }
+    assert {k: counts.get(k, 0) for k in expected} == expected
+    if len(expected) == len(dates) * len(REGIONS):
+        gold = spark.read.format("delta").load(str(project.warehouse / "gold/daily_revenue"))
+        rows = gold.where(in_dates).collect()
+        assert {(str(r["order_date"]), r["region"]): r["orders"] for r in rows} == expected
+        assert all(r["revenue_usd"] > 0 for r in rows)
+
+
+# --- the browser ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright's own driver (never a downloaded
+    browser: scripts/setup.sh installs the `chromium` package)."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/setup.sh"
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Shots:
+    """Numbered screenshots of one test, in its tmp_path and in artifacts/browser/ for CI."""
+
+    def __init__(self, page: Any, folder: Path, prefix: str) -> None:
+        self.page, self.folder, self.prefix, self.count = page, folder, prefix, 0
+
+    def __call__(self, step: str) -> Path:
+        self.count += 1
+        name = f"{self.prefix}-{self.count:02d}-{step}.png"
+        path = self.folder / name
+        self.page.screenshot(path=str(path))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, ARTIFACTS / name)
+        return path
+
+
+@pytest.fixture
+def page(browser: Any, ui: UIProject) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    # The webserver greets a new browser with a newsletter dialog, once, at a moment of its own.
+    skip = page.get_by_role("button", name="Skip")
+    page.add_locator_handler(skip, lambda: skip.click())
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def shots(page: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Shots:
+    return Shots(page, tmp_path, request.node.name.removeprefix("test_browser_"))
+
+
+def launch_from_dialog(page: Any, button: str | re.Pattern[str]) -> str | None:
+    """Click the dialog's launch button; the backfill id when it launched a backfill."""
+    with page.expect_response(
+        lambda r: (
+            "/graphql" in r.url
+            and r.request.method == "POST"
+            and "mutation Launch" in (r.request.post_data or "")
+        )
+    ) as answer:
+        page.get_by_role("dialog").get_by_role("button", name=button).click()
+    data = answer.value.json()["data"]
+    launched = data.get("launchPartitionBackfill") or data.get("launchMultipleRuns") or {}
+    return launched.get("backfillId")
+
+
+def open_materialize_dialog(page: Any, url: str, downstream_all: bool) -> Any:
+    """raw_orders' lineage tab, its downstream (depth 1: orders and orders_quarantine; all:
+    daily_revenue too), 'Materialize all…'; the launch dialog."""
+    page.goto(f"{url}/assets/raw_orders?view=lineage")
+    page.get_by_role("button", name="Downstream").click()
+    if downstream_all:
+        page.get_by_role("button", name="All", exact=True).click()
+    page.get_by_role("button", name="Materialize all…").click()
+    # orders and orders_quarantine come from one multi-asset: the UI asks to confirm both.
+    confirm = page.get_by_role("button", name="Confirm")
+    dialog = page.get_by_role("dialog")
+    confirm.or_(dialog.get_by_text("Partition selection")).first.wait_for()
+    if confirm.is_visible():
+        confirm.click()
+    dialog.get_by_text("Partition selection").wait_for()
+    return dialog
+
+
+def materialize_fx(
+    page: Any, shots: Shots, url: str, selection: str, button: str | re.Pattern[str]
+) -> str | None:
+    page.goto(f"{url}/assets/fx_rates")
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Show all partitions").click()
+    dialog.get_by_role("textbox").first.fill(selection)
+    page.keyboard.press("Tab")
+    shots("fx-dialog")
+    return launch_from_dialog(page, button)
+
+
+def test_browser_asset_graph(ui: UIProject, page: Any, shots: Shots) -> None:
+    # The global lineage page folds the groups; orders' nearest neighbours are the whole chain.
+    page.goto(f"{ui.dev.url}/assets/orders?view=lineage")
+    for asset in ("fx_rates", "raw_orders", "orders", "daily_revenue"):
+        page.get_by_text(asset, exact=True).first.wait_for()
+    shots("asset-graph")
+
+
+def test_browser_materializes_one_partition_with_its_upstream(
+    ui: UIProject, page: Any, shots: Shots, spark: Any
+) -> None:
+    day, region = UI_PARTITION.split("|")
+    materialize_fx(page, shots, ui.dev.url, day, re.compile(r"^Launch"))
+    wait_materialized(ui.dev, "fx_rates", [day])
+    dialog = open_materialize_dialog(page, ui.dev.url, downstream_all=False)
+    dialog.get_by_role("textbox").first.fill(day)
+    page.keyboard.press("Tab")
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem", name=region).click()
+    dialog.get_by_text("region", exact=True).click()  # closes the region menu
+    shots("partition-dialog")
+    launch_from_dialog(page, re.compile(r"^Launch"))
+    for asset in ("raw_orders", "orders", "orders_quarantine"):
+        wait_materialized(ui.dev, asset, [UI_PARTITION])
+    page.goto(f"{ui.dev.url}/runs")
+    page.get_by_text("Success").first.wait_for()
+    shots("runs")
+    assert_tables(spark, ui, [UI_PARTITION])
