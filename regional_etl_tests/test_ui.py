@@ -22,6 +22,7 @@ import pytest
 from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing, write_drop
 from regional_etl_tests.e2e_support import (
+    HOST,
     DagsterDev,
     E2EError,
     dagster_dev,
@@ -418,3 +419,76 @@ def test_browser_materializes_one_partition_with_its_upstream(
     page.get_by_text("Success").first.wait_for()
     shots("runs")
     assert_tables(spark, ui, [UI_PARTITION])
+
+
+# --- the same over GraphQL, as users script it ------------------------------------------------
+
+
+def launch_backfill(dev: DagsterDev, assets: list[str], partitions: list[str]) -> str:
+    """The mutation the UI posts for an asset backfill (the Python client has no method)."""
+    params = {
+        "assetSelection": [{"path": [asset]} for asset in assets],
+        "partitionNames": partitions,
+        "fromFailure": False,
+    }
+    result = dev.graphql(LAUNCH_BACKFILL, {"backfillParams": params})["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    return result["backfillId"]
+
+
+def test_graphql_partition_run_and_asset_backfill(ui: UIProject, spark: Any) -> None:
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    client = DagsterGraphQLClient(HOST, port_number=ui.dev.port, timeout=60)
+    repo = ui.repo
+
+    def run_to_success(job: str, tags: dict[str, str]) -> str:
+        run_id = client.submit_job_execution(
+            job,
+            repository_location_name=repo["repositoryLocationName"],
+            repository_name=repo["repositoryName"],
+            tags=tags,
+        )
+
+        def finished() -> str | None:
+            try:
+                status = client.get_run_status(run_id).value
+            except DagsterGraphQLClientError:
+                return None
+            return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        status = wait_for(f"run {run_id}", finished, RUN_TIMEOUT, POLL, ui.dev.check_alive)
+        assert status == "SUCCESS", (job, tags, run_id)
+        return run_id
+
+    # A partition run: the FX rates of the date first, then its (date, region) drop.
+    day, region = API_PARTITION.split("|")
+    run_to_success("fx_rates_job", {"dagster/partition": day})
+    run_to_success(
+        "regional_orders_job",
+        {
+            "dagster/partition": API_PARTITION,
+            "dagster/partition/date": day,
+            "dagster/partition/region": region,
+        },
+    )
+    assert materialized(ui.dev, "orders", [API_PARTITION]) == {API_PARTITION}
+
+    # An asset backfill of every asset over three days, as the UI launches it: the FX rates,
+    # then the regional assets with daily_revenue downstream of them.
+    dates, keys = dates_of(*API_BACKFILL), regional_keys(*API_BACKFILL)
+    fx = wait_backfill(ui.dev, launch_backfill(ui.dev, ["fx_rates"], dates))
+    assert fx["status"] == "COMPLETED_SUCCESS", fx
+    assert backfill_counts(fx) == {"fx_rates": (3, 3, 0)}
+    assets = ["raw_orders", "orders", "orders_quarantine", "daily_revenue"]
+    regional = wait_backfill(ui.dev, launch_backfill(ui.dev, assets, keys))
+    assert regional["status"] == "COMPLETED_SUCCESS", regional
+    assert backfill_counts(regional) == {
+        "raw_orders": (12, 12, 0),
+        "orders": (12, 12, 0),
+        "orders_quarantine": (12, 12, 0),
+        "daily_revenue": (3, 3, 0),
+    }
+    assert materialized(ui.dev, "daily_revenue", dates) == set(dates)
+    assert_tables(spark, ui, [API_PARTITION])
+    assert_tables(spark, ui, keys)
