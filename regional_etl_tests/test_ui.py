@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing, write_drop
@@ -303,10 +302,7 @@ def assert_tables(spark: Any, project: UIProject, keys: list[str]) -> None:
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright's own driver (never a downloaded
     browser: scripts/setup.sh installs the `chromium` package)."""
-    from playwright.sync_api import sync_playwright
-
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/setup.sh"
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
