@@ -512,12 +512,14 @@ def test_browser_turns_a_sensor_off_and_on(ui: UIProject, page: Any, shots: Shot
     name = "run_failure_alert"
     location = f"{ui.repo['repositoryName']}@{ui.repo['repositoryLocationName']}"
     page.goto(f"{ui.dev.url}/locations/{location}/sensors/{name}")
+    # The switch is a hidden checkbox styled by its label: the label is what a user clicks.
     switch = page.get_by_role("checkbox")
-    switch.wait_for()
+    switch.wait_for(state="attached")
+    toggle = page.locator("label").filter(has=switch)
     assert switch.is_checked()
     assert ui.sensor_status(name) == "RUNNING"
     for wanted in ("STOPPED", "RUNNING"):
-        switch.click()
+        toggle.click()
         wait_for(f"{name} {wanted}", lambda w=wanted: True if ui.sensor_status(name) == w else None,
                  60, 1.0, ui.dev.check_alive)  # fmt: skip
         assert switch.is_checked() == (wanted == "RUNNING")
