@@ -187,12 +187,18 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 @contextmanager
 def dagster_dev(
-    module: str, cwd: Path, env: Mapping[str, str], log: Path, startup_timeout: float = 180
+    target: str | Path,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    startup_timeout: float = 180,
 ) -> Iterator[DagsterDev]:
-    """`dagster dev -m <module> -h 127.0.0.1 -p <free port>` in cwd, its own session, until the
-    webserver answers /server_info; always stopped as a whole process group on exit."""
+    """`dagster dev -m <module> -h 127.0.0.1 -p <free port>` in cwd (`-w <file>` when `target`
+    is a workspace file's Path), its own session, until the webserver answers /server_info;
+    always stopped as a whole process group on exit."""
     port = free_port()
-    argv = [str(DAGSTER_BIN), "dev", "-m", module, "-h", HOST, "-p", str(port)]
+    code = ["-w", str(target)] if isinstance(target, Path) else ["-m", target]
+    argv = [str(DAGSTER_BIN), "dev", *code, "-h", HOST, "-p", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             argv,
@@ -257,3 +263,44 @@ def dagster_daemon(
         survivors = stop_tree(proc)
         if survivors:
             print(f"dagster-daemon: pids {survivors} outlived SIGTERM and were killed")
+
+
+WORKSPACE_QUERY = """
+query {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on RepositoryLocation { name repositories { name } }
+          ... on PythonError { message stack }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def loaded_location(dev: DagsterDev, timeout: float = 240.0) -> dict[str, str]:
+    """Wait until the code location is loaded; its repository selector."""
+
+    def probe() -> dict[str, str] | None:
+        data = dev.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+        assert data["__typename"] == "Workspace", data
+        entries = data["locationEntries"]
+        assert len(entries) == 1, entries
+        entry = entries[0]
+        loaded = entry["locationOrLoadError"]
+        if entry["loadStatus"] != "LOADED" or loaded is None:
+            return None
+        # A load error is final: fail with its message, not after the timeout.
+        assert loaded["__typename"] == "RepositoryLocation", loaded
+        (repository,) = loaded["repositories"]
+        return {"repositoryLocationName": loaded["name"], "repositoryName": repository["name"]}
+
+    return wait_for("the code location to load", probe, timeout, 3.0, dev.check_alive)

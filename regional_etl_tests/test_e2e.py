@@ -30,7 +30,7 @@ from regional_etl_tests.e2e_support import (
     E2EError,
     dagster_dev,
     isolated_env,
-    wait_for,
+    loaded_location,
 )
 from regional_etl_tests.procs import process_groups
 
@@ -45,7 +45,6 @@ ROWS = 40
 # are Spark Connect clients of the one local server; when each run still started its own JVM,
 # the date took 11 min to reach gold here, the bound this keeps.
 STARTUP_TIMEOUT = 180.0
-LOAD_TIMEOUT = 240.0
 PIPELINE_TIMEOUT = 25 * 60.0
 # After a run of the date failed: time for a daemon run retry to show up before giving up.
 FAILURE_GRACE = 120.0
@@ -62,25 +61,6 @@ SENSORS = {"landing_sensor", "regional_automation", "run_failure_alert"}
 SCHEDULES = {"fx_rates_daily", "regional_orders_daily"}
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
-WORKSPACE_QUERY = """
-query {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError {
-          __typename
-          ... on RepositoryLocation { name repositories { name } }
-          ... on PythonError { message stack }
-        }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
 ASSET_NODES_QUERY = """
 query {
   assetNodes {
@@ -243,26 +223,6 @@ def diagnostics(dev: DagsterDev, repo: dict[str, str] | None) -> str:
 
 
 # --- the stages -----------------------------------------------------------------------------
-
-
-def loaded_location(dev: DagsterDev) -> dict[str, str]:
-    """Wait until the code location is loaded; its repository selector."""
-
-    def probe() -> dict[str, str] | None:
-        data = dev.graphql(WORKSPACE_QUERY)["workspaceOrError"]
-        assert data["__typename"] == "Workspace", data
-        entries = data["locationEntries"]
-        assert len(entries) == 1, entries
-        entry = entries[0]
-        loaded = entry["locationOrLoadError"]
-        if entry["loadStatus"] != "LOADED" or loaded is None:
-            return None
-        # A load error is final: fail with its message, not after the timeout.
-        assert loaded["__typename"] == "RepositoryLocation", loaded
-        (repository,) = loaded["repositories"]
-        return {"repositoryLocationName": loaded["name"], "repositoryName": repository["name"]}
-
-    return wait_for("the code location to load", probe, LOAD_TIMEOUT, 3.0, dev.check_alive)
 
 
 def assert_definitions(dev: DagsterDev, repo: dict[str, str]) -> None:

@@ -15,6 +15,20 @@ fi
 [ -n "$python_bin" ] || { echo "setup: Python 3.11 is required" >&2; exit 1; }
 command -v java >/dev/null || { echo "setup: Java 17 is required (java not on PATH)" >&2; exit 1; }
 
+# The browser tests drive Debian's Chromium; Playwright's own browser download stays off.
+if [ ! -x /usr/bin/chromium ]; then
+  chromium_log=.cache/setup-chromium.log
+  mkdir -p .cache
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >"$chromium_log" 2>&1; then
+    tail -n 20 "$chromium_log" >&2
+    echo "setup: installing Debian's chromium failed; the whole log is in $chromium_log" >&2
+    exit 1
+  fi
+  echo "setup: installed $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
+fi
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev,postgres]"
