@@ -82,7 +82,7 @@ def daily_revenue(
             written_by_date = _by_date_and_region(written, complete)
             for d in complete:
                 yield AssetMaterialization(
-                    "daily_revenue",
+                    context.asset_key,
                     partition=d,
                     metadata={
                         "orders": MetadataValue.int(
