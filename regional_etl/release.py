@@ -27,7 +27,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from regional_etl.contract import REGIONS, Table, partition_columns, schema
-from regional_etl.io.delta import daily_predicate, history
+from regional_etl.io.delta import _sql_ident, daily_predicate, history
 from regional_etl.io.delta import read_table as read_path
 from regional_etl.resources.warehouse import BLUE, WarehouseResource
 
@@ -170,8 +170,9 @@ def _write_pointer(warehouse: WarehouseResource, pointer: Pointer) -> None:
 
 def table_diff(blue: DataFrame, green: DataFrame, table: Table) -> DataFrame:
     """Per (order_date, region) of a table: rows on each side, keys only in blue, only in
-    green, keys in both whose values differ, and `changed_<column>` counts per compared column.
-    Region is null for the tables without one (fx_rates)."""
+    green, keys in both whose values differ, and `changed_columns` (column -> such keys).
+    Region is null for the tables without one (fx_rates). The same columns for every table, so
+    the diffs of all tables are one union and one Spark job."""
     from pyspark.sql import functions as F
 
     keys = [*partition_columns(table), *DIFF_KEYS[table]]
@@ -188,12 +189,15 @@ def table_diff(blue: DataFrame, green: DataFrame, table: Table) -> DataFrame:
     any_differs = reduce(lambda a, b: a | b, differs.values(), F.lit(False))
     region = F.col("region") if "region" in keys else F.lit(None).cast("string")
     return joined.groupBy("order_date", region.alias("region")).agg(
+        F.lit(table.value).alias("table"),
         F.count_if(in_b).alias("blue_rows"),
         F.count_if(in_g).alias("green_rows"),
         F.count_if(in_b & ~in_g).alias("only_blue"),
         F.count_if(in_g & ~in_b).alias("only_green"),
         F.count_if(any_differs).alias("changed"),
-        *[F.count_if(c).alias(f"changed_{v}") for v, c in differs.items()],
+        F.create_map(*[x for v, c in differs.items() for x in (F.lit(v), F.count_if(c))]).alias(
+            "changed_columns"
+        ),
     )
 
 
@@ -288,12 +292,9 @@ class ReleaseDiff:
 
 def _read_or_empty(spark: SparkSession, path: str, table: Table) -> DataFrame:
     # A first release may add a table the live side never had: it diffs as all-new rows.
-    df = read_path(spark, path)
-    try:
-        df.schema  # noqa: B018 - forces the analysis that finds a missing table
-        return df
-    except Exception:
+    if not (Path(path) / "_delta_log").is_dir():
         return spark.createDataFrame([], schema(table))
+    return read_path(spark, path)
 
 
 def table_versions(spark: SparkSession, warehouse: WarehouseResource, namespace: str) -> dict:
@@ -320,19 +321,17 @@ def compute_diff(
         )
         for t in DIFF_KEYS
     }
-    rows = []
-    for t, (b, g) in frames.items():
-        for r in table_diff(b, g, t).orderBy("order_date", "region").collect():
-            d = r.asDict()
-            changed = {k[len("changed_") :]: d.pop(k) for k in list(d) if k.startswith("changed_")}
-            rows.append(
-                {
-                    **d,
-                    "table": t.value,
-                    "order_date": str(d["order_date"]),
-                    "changed_columns": {c: n for c, n in changed.items() if n},
-                }
-            )
+    diffs = [table_diff(b, g, t) for t, (b, g) in frames.items()]
+    rows = [
+        {
+            **r.asDict(),
+            "order_date": str(r["order_date"]),
+            "changed_columns": {c: n for c, n in r["changed_columns"].items() if n},
+        }
+        for r in reduce(lambda a, b: a.unionByName(b), diffs)
+        .orderBy("table", "order_date", "region")
+        .collect()
+    ]
     revenue = [
         {k: str(v) for k, v in r.asDict().items()}
         for r in revenue_diff(*frames[Table.DAILY_REVENUE])
@@ -362,6 +361,26 @@ def write_report(warehouse: WarehouseResource, diff: ReleaseDiff) -> Path:
     tmp.write_text(diff.to_json())
     os.replace(tmp, path)
     return path
+
+
+def seed(spark: SparkSession, warehouse: WarehouseResource) -> list[str]:
+    """Start this location's release from the live tables: each becomes a Delta shallow clone
+    of its live twin (metadata only, the data files are shared), so dates outside the release
+    range are the live ones when the release is promoted. A table this namespace had from an
+    earlier release is replaced. Returns the tables cloned."""
+    source = read_pointer(warehouse).live
+    if source == warehouse.namespace:
+        raise ReleaseRefused(f"seeding {source}", [f"{source} is live: seed a release namespace"])
+    cloned = []
+    for t in DIFF_KEYS:
+        src, dst = warehouse.table(t, source), warehouse.table(t, warehouse.namespace)
+        if (Path(src) / "_delta_log").is_dir():
+            spark.sql(
+                f"CREATE OR REPLACE TABLE delta.{_sql_ident(dst)} "
+                f"SHALLOW CLONE delta.{_sql_ident(src)}"
+            )
+            cloned.append(t.value)
+    return cloned
 
 
 # Gates, promotion, rollback ------------------------------------------------------------------

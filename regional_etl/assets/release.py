@@ -121,6 +121,19 @@ def _revenue_table(diff: release.ReleaseDiff) -> MetadataValue:
 
 
 @op
+def seed(context: OpExecutionContext, spark: SparkResource, warehouse: WarehouseResource):
+    """Start a release: every table of this location's namespace becomes a shallow clone of the
+    live one, so the release only has to rebuild its range."""
+    try:
+        with spark.connection_errors():
+            cloned = release.seed(spark.spark_session, warehouse)
+    except release.ReleaseRefused as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    context.log.info(f"{warehouse.namespace} starts from the live tables: {', '.join(cloned)}")
+    return Output(None, metadata={"cloned": MetadataValue.json(cloned)})
+
+
+@op
 def promote(
     context: OpExecutionContext,
     spark: SparkResource,
@@ -164,6 +177,11 @@ def rollback(context: OpExecutionContext, warehouse: WarehouseResource) -> Outpu
     return Output(None, metadata={"switch": MetadataValue.json(entry)})
 
 
+@job(description="Start this location's release from shallow clones of the live tables.")
+def start_release() -> None:
+    seed()
+
+
 @job(description="Promote this location's release: readers switch to it in one step.")
 def promote_release() -> None:
     promote()
@@ -174,4 +192,4 @@ def rollback_release() -> None:
     rollback()
 
 
-RELEASE_JOBS = [promote_release, rollback_release]
+RELEASE_JOBS = [start_release, promote_release, rollback_release]
