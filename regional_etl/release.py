@@ -401,7 +401,8 @@ def gate_failures(instance: DagsterInstance, namespace: str, dates: list[str]) -
         ("orders", ORDERS_GATES, [f"{d}|{r}" for d in dates for r in REGIONS]),
         ("daily_revenue", REVENUE_GATES, list(dates)),
     ]
-    failures = []
+    # One line per gate and outcome: a 30-day range has hundreds of gate results.
+    failed: dict[tuple[str, str], list[str]] = {}
     for asset, gates, partitions in scope:
         keys = [AssetCheckKey(AssetKey([*prefix, asset]), g.name) for g in gates.values()]
         keys = [k for k, g in zip(keys, gates.values(), strict=True) if g.blocking]
@@ -414,10 +415,12 @@ def gate_failures(instance: DagsterInstance, namespace: str, dates: list[str]) -
                 s = status.get((key, p))
                 if s != AssetCheckExecutionRecordStatus.SUCCEEDED:
                     what = s.value.lower() if s else "never evaluated"
-                    failures.append(f"gate {key.to_user_string()} {p}: {what}")
-    if len(failures) > 20:
-        failures = [*failures[:20], f"... and {len(failures) - 20} more failed gates"]
-    return failures
+                    failed.setdefault((key.to_user_string(), what), []).append(p)
+    return [
+        f"gate {key} {what}: {', '.join(ps[:5])}"
+        + (f" and {len(ps) - 5} more partitions" if len(ps) > 5 else "")
+        for (key, what), ps in failed.items()
+    ]
 
 
 def promote(
