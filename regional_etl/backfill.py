@@ -260,6 +260,8 @@ def backfill_params(defs: Definitions, ready: Sequence[DateRegion], title: str) 
     dates = sorted({p.order_date for p in ready})
     selectors = []
     for spec in defs.resolve_all_asset_specs():
+        if spec.partitions_def is None:
+            continue  # not part of the pipeline's history (the release diff)
         if spec.partitions_def == date_region_partitions:
             keys = [str(p) for p in ready]
         elif spec.partitions_def == daily_partitions:

@@ -174,6 +174,13 @@ def schema_problems(actual: Any, expected: Any) -> list[str]:
     return problems or [f"column order differs: {[n for n, _ in columns]}"]
 
 
+def step_asset_key(context: AssetExecutionContext, name: str) -> AssetKey:
+    """The key of this step's asset called `name`: a release code location prefixes every key
+    with its namespace (green/orders), so asset bodies never spell a key themselves."""
+    [key] = [k for k in context.assets_def.keys if k.path[-1] == name]
+    return key
+
+
 def partition_check_results(
     context: AssetExecutionContext, asset: str, verdicts: Mapping[str, Iterable[Verdict]]
 ) -> Iterator[AssetCheckEvaluation | Output]:
@@ -193,9 +200,10 @@ def partition_check_results(
         AssetCheckEvaluationTargetMaterializationData,
     )
 
+    asset_key = step_asset_key(context, asset)
     for partition, partition_verdicts in verdicts.items():
         records = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
         ).records
         target = (
             AssetCheckEvaluationTargetMaterializationData(
@@ -208,7 +216,7 @@ def partition_check_results(
         )
         for v in partition_verdicts:
             yield AssetCheckEvaluation(
-                asset_key=AssetKey(asset),
+                asset_key=asset_key,
                 check_name=v.gate.name,
                 passed=v.passed,
                 metadata={"partition": partition, **v.metadata},

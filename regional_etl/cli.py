@@ -7,11 +7,13 @@ import datetime as dt
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from regional_etl import settings
-from regional_etl.backfill import TERMINAL, Progress
 from regional_etl.contract import REGIONS
+
+if TYPE_CHECKING:  # importing the package at start-up would print Dagster's beta warnings
+    from regional_etl.backfill import Progress
 
 DEMO_START, DEMO_END = "2024-03-04", "2024-03-10"
 
@@ -122,6 +124,8 @@ class _ProgressBar:
         self.width, self.last = width, ""
 
     def __call__(self, progress: Progress) -> None:
+        from regional_etl.backfill import TERMINAL
+
         total = max(progress.total, 1)
         filled = round(self.width * (progress.done + progress.failed) / total)
         line = (

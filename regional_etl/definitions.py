@@ -15,28 +15,46 @@ from dagster import (
     with_source_code_references,
 )
 
+from regional_etl import settings
 from regional_etl.alerts import ALERT_SENSORS, alert_resources
-from regional_etl.assets import bronze, gold, reference, silver
+from regional_etl.assets import bronze, gold, reference, release, silver
 from regional_etl.automation.schedules import SCHEDULES
 from regional_etl.automation.sensors import SENSORS
-from regional_etl.jobs import ALL_JOBS
-from regional_etl.resources.environments import resources_for
+from regional_etl.jobs import ALL_JOBS, asset_jobs
+from regional_etl.resources.environments import release_thresholds, resources_for
+from regional_etl.resources.warehouse import BLUE
 
-ASSET_MODULES = [reference, bronze, silver, gold]
+ASSET_MODULES = [reference, bronze, silver, gold, release]
 
 
-def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
-    """The full code location; tests pass their own resources (paths in tmp_path, a test FX)."""
+def build_definitions(
+    resources: dict[str, Any] | None = None, namespace: str | None = None
+) -> Definitions:
+    """The full code location; tests pass their own resources (paths in tmp_path, a test FX).
+
+    `namespace` (default REGIONAL_ETL_RELEASE, blue) is the warehouse namespace it writes. A
+    release namespace prefixes every asset key with its name (green/orders), so blue and green
+    load side by side in one workspace and their gates stay apart on the instance; it gets no
+    schedules or sensors: a release is built by a backfill of its range from the UI.
+    """
+    namespace = namespace or settings.RELEASE.get() or BLUE
+    prefix = None if namespace == BLUE else namespace
+    live = prefix is None
     return Definitions(
         # The UI links each asset to the file and line that defines it.
-        assets=with_source_code_references(load_assets_from_modules(ASSET_MODULES)),
-        jobs=ALL_JOBS,
-        schedules=SCHEDULES,
-        sensors=[*SENSORS, *ALERT_SENSORS],
-        # The alert sensor's webhook resource comes first so a test's own map still loads.
+        assets=with_source_code_references(
+            load_assets_from_modules(ASSET_MODULES, key_prefix=prefix)
+        ),
+        # The schedules and sensors target the module's jobs: the live location uses those.
+        jobs=[*(ALL_JOBS if live else asset_jobs(prefix)), *release.RELEASE_JOBS],
+        schedules=SCHEDULES if live else [],
+        sensors=[*SENSORS, *ALERT_SENSORS] if live else [],
+        # The alert sensor's webhook and the release thresholds come first so a test's own map
+        # still loads.
         resources={
             **alert_resources(),
-            **(resources if resources is not None else resources_for()),
+            "release_thresholds": release_thresholds(),
+            **(resources if resources is not None else resources_for(namespace=namespace)),
         },
         # A run's steps form a chain (bronze -> silver, or one asset), so a process per step
         # would only add Python start-ups: the parallelism is across runs and in Spark.

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, define_asset_job
+from typing import Any
+
+from dagster import AssetKey, AssetSelection, define_asset_job
 
 from regional_etl.partitions import daily_partitions, date_region_partitions
 
-fx_rates_job = define_asset_job(
-    "fx_rates_job",
-    selection=AssetSelection.assets("fx_rates"),
-    partitions_def=daily_partitions,
-    description="Fetch the FX rates of a date (or a range) into reference/fx_rates.",
-)
-regional_orders_job = define_asset_job(
-    "regional_orders_job",
-    selection=AssetSelection.assets("raw_orders", "orders", "orders_quarantine"),
-    partitions_def=date_region_partitions,
-    description="Ingest, validate and convert (date, region) drops: bronze and silver.",
-)
-daily_revenue_job = define_asset_job(
-    "daily_revenue_job",
-    selection=AssetSelection.assets("daily_revenue"),
-    partitions_def=daily_partitions,
-    description="Aggregate silver orders of all regions into gold/daily_revenue.",
-)
 
-ALL_JOBS = [fx_rates_job, regional_orders_job, daily_revenue_job]
+def asset_jobs(key_prefix: str | None = None) -> list[Any]:
+    """The pipeline's jobs over the assets of a code location whose keys carry `key_prefix`
+    (a release location); the same job names in every location, so tools find them by name."""
+
+    def keys(*names: str) -> AssetSelection:
+        prefix = [key_prefix] if key_prefix else []
+        return AssetSelection.assets(*(AssetKey([*prefix, n]) for n in names))
+
+    return [
+        define_asset_job(
+            "fx_rates_job",
+            selection=keys("fx_rates"),
+            partitions_def=daily_partitions,
+            description="Fetch the FX rates of a date (or a range) into reference/fx_rates.",
+        ),
+        define_asset_job(
+            "regional_orders_job",
+            selection=keys("raw_orders", "orders", "orders_quarantine"),
+            partitions_def=date_region_partitions,
+            description="Ingest, validate and convert (date, region) drops: bronze and silver.",
+        ),
+        define_asset_job(
+            "daily_revenue_job",
+            selection=keys("daily_revenue"),
+            partitions_def=daily_partitions,
+            description="Aggregate silver orders of all regions into gold/daily_revenue.",
+        ),
+    ]
+
+
+ALL_JOBS = asset_jobs()
+fx_rates_job, regional_orders_job, daily_revenue_job = ALL_JOBS

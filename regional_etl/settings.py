@@ -126,3 +126,21 @@ GATE_MAX_ROWS = Setting("REGIONAL_ETL_GATE_MAX_ROWS", "10000000", "volume gate: 
 GATE_MAX_QUARANTINE_RATIO = Setting(
     "REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO", "0.05", "quarantine-ratio warning threshold"
 )
+
+# Blue-green releases
+RELEASE = Setting(
+    "REGIONAL_ETL_RELEASE",
+    "blue",
+    "warehouse namespace this code location writes: blue (the warehouse root) or a release "
+    "name such as green (<warehouse>/releases/<name>, asset keys prefixed with it)",
+)
+RELEASE_MAX_CHANGED_ORDERS = Setting(
+    "REGIONAL_ETL_RELEASE_MAX_CHANGED_ORDERS",
+    "1000",
+    "promotion refused above this many orders added, removed or changed over the range",
+)
+RELEASE_MAX_REVENUE_DIFF_USD = Setting(
+    "REGIONAL_ETL_RELEASE_MAX_REVENUE_DIFF_USD",
+    "1000",
+    "promotion refused when a date's revenue moves by more than this (USD, summed over regions)",
+)

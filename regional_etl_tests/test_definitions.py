@@ -20,6 +20,7 @@ GRAPH = {
     "orders": ("date x region", {"raw_orders", "fx_rates"}),
     "orders_quarantine": ("date x region", {"raw_orders"}),
     "daily_revenue": ("daily", {"orders"}),
+    "release_diff": ("None", set()),
 }
 CHECKS = {
     "orders": {
@@ -116,3 +117,26 @@ def test_warehouse_paths_are_absolute_and_uris_pass_through() -> None:
     assert local == str(Path("./data/warehouse").resolve() / "silver" / "orders")
     remote = WarehouseResource(warehouse_root="s3a://bucket/wh/").table(Table.ORDERS)
     assert remote == "s3a://bucket/wh/silver/orders"
+
+    green = WarehouseResource(warehouse_root="s3a://bucket/wh/", namespace="green")
+    assert green.table(Table.ORDERS) == "s3a://bucket/wh/releases/green/silver/orders"
+    assert WarehouseResource(warehouse_root="/wh").table(Table.ORDERS, "green") == (
+        "/wh/releases/green/silver/orders"
+    )
+
+
+def test_the_green_location_loads_beside_blue_with_its_own_keys() -> None:
+    """Blue and green in one workspace: no asset key, or gate, of one is the other's."""
+    from regional_etl.definitions_green import defs as green
+
+    Definitions.validate_loadable(green)
+    blue_keys = defs.resolve_asset_graph().get_all_asset_keys()
+    green_keys = green.resolve_asset_graph().get_all_asset_keys()
+    assert {k.to_user_string() for k in green_keys} == {f"green/{k}" for k in GRAPH}
+    assert not blue_keys & green_keys
+    assert green.resolve_job_def("regional_orders_job").asset_layer.executable_asset_keys == {
+        AssetKey(["green", n]) for n in ("raw_orders", "orders", "orders_quarantine")
+    }
+    # A release is built by a backfill of its range: no sensor or schedule starts green runs.
+    assert not list(green.sensors or []) and not list(green.schedules or [])
+    assert {"promote_release", "rollback_release"} <= {j.name for j in green.resolve_all_job_defs()}

@@ -86,7 +86,7 @@ def daily_revenue(
             table_rows = catalog.table_rows(session, result)
             for d in complete:
                 yield AssetMaterialization(
-                    "daily_revenue",
+                    context.asset_key,
                     partition=d,
                     metadata={
                         "orders": MetadataValue.int(

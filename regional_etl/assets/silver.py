@@ -12,7 +12,12 @@ from dagster import (
 )
 
 from regional_etl import catalog
-from regional_etl.checks import ORDERS_GATES, QualityGateResource, partition_check_results
+from regional_etl.checks import (
+    ORDERS_GATES,
+    QualityGateResource,
+    partition_check_results,
+    step_asset_key,
+)
 from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
 from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver
@@ -86,7 +91,7 @@ def orders(
     for p in partitions:
         s = run.stats[p]
         yield AssetMaterialization(
-            "orders_quarantine",
+            step_asset_key(context, "orders_quarantine"),
             partition=str(p),
             metadata={
                 "rows_quarantined": MetadataValue.int(s.quarantined),
@@ -98,7 +103,7 @@ def orders(
         )
         if p not in run.blocked:
             yield AssetMaterialization(
-                "orders",
+                step_asset_key(context, "orders"),
                 partition=str(p),
                 metadata={
                     "rows_written": MetadataValue.int(s.orders),

@@ -12,6 +12,7 @@ from dagster import EnvVar
 
 from regional_etl import settings
 from regional_etl.checks import QualityGateResource
+from regional_etl.release import ReleaseThresholds
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
@@ -26,14 +27,16 @@ def _fx() -> FXRatesResource:
     )
 
 
-def _warehouse() -> WarehouseResource:
+def _warehouse(namespace: str | None) -> WarehouseResource:
     return WarehouseResource(
         landing_root=settings.configured(settings.LANDING),
         warehouse_root=settings.configured(settings.WAREHOUSE),
+        namespace=namespace or settings.configured(settings.RELEASE),
     )
 
 
-def resources_for(env: str | None = None) -> dict[str, Any]:
+def resources_for(env: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """The resources of `env`; `namespace` pins the warehouse namespace (a release location)."""
     env = env or settings.ENV.get()
     if env == "local":
         # Unset: the local Spark Connect server; set: that endpoint.
@@ -45,9 +48,16 @@ def resources_for(env: str | None = None) -> dict[str, Any]:
     return {
         "spark": spark,
         "fx": _fx(),
-        "warehouse": _warehouse(),
+        "warehouse": _warehouse(namespace),
         "quality_gates": quality_gates(),
     }
+
+
+def release_thresholds() -> ReleaseThresholds:
+    return ReleaseThresholds(
+        max_changed_orders=settings.configured(settings.RELEASE_MAX_CHANGED_ORDERS, int),
+        max_revenue_diff_usd=settings.configured(settings.RELEASE_MAX_REVENUE_DIFF_USD, float),
+    )
 
 
 def quality_gates() -> QualityGateResource:

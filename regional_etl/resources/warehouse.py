@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from regional_etl.contract import Table
+
+BLUE = "blue"
+RELEASES_DIR = "releases"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 class WarehouseResource(ConfigurableResource):
@@ -29,10 +34,33 @@ class WarehouseResource(ConfigurableResource):
         "URI the Spark cluster can write (s3a://bucket/warehouse).",
     )
 
+    namespace: str = Field(
+        default=BLUE,
+        description="The release namespace this code location writes and reads: 'blue' is the "
+        "warehouse root itself, any other name (a release, e.g. 'green') lives under "
+        "<warehouse_root>/releases/<name>. Readers find the live one through the release "
+        "pointer (regional_etl.release).",
+    )
+
     def landing(self) -> Path:
         return Path(self.landing_root).resolve()
 
-    def table(self, table: Table) -> str:
-        if "://" in self.warehouse_root:
-            return f"{self.warehouse_root.rstrip('/')}/{table.value}"
-        return str(Path(self.warehouse_root).resolve() / table.value)
+    def table(self, table: Table, namespace: str | None = None) -> str:
+        """The path of a table in this location's namespace, or in another one."""
+        return self._join(self.namespace_root(namespace or self.namespace), table.value)
+
+    def namespace_root(self, namespace: str) -> str:
+        if not _NAME.match(namespace):
+            raise ValueError(f"release namespace {namespace!r}: expected [a-z][a-z0-9_-]*")
+        # Blue is the root, so a warehouse from before releases is blue without moving data.
+        if namespace == BLUE:
+            return self._join(self.warehouse_root)
+        return self._join(self.warehouse_root, RELEASES_DIR, namespace)
+
+    def is_remote(self) -> bool:
+        return "://" in self.warehouse_root
+
+    def _join(self, *parts: str) -> str:
+        if self.is_remote():
+            return "/".join([parts[0].rstrip("/"), *parts[1:]])
+        return str(Path(parts[0]).resolve().joinpath(*parts[1:]))

@@ -1,0 +1,195 @@
+"""Release: the diff of this location's namespace against the live one, and the promotion and
+rollback jobs that a user launches from the UI with that diff on the asset's page."""
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+    job,
+    op,
+)
+from pydantic import Field
+
+from regional_etl import catalog, release
+from regional_etl.backfill import date_range
+from regional_etl.resources.spark import SparkResource
+from regional_etl.resources.warehouse import WarehouseResource
+
+USER_TAG = "dagster/user"
+
+
+class ReleaseRange(Config):
+    """The dates a release rebuilt: the diff and the gates cover exactly these."""
+
+    start: str = Field(description="First date of the release, YYYY-MM-DD.")
+    end: str = Field(description="Last date of the release, YYYY-MM-DD.")
+
+
+@asset(group_name="release", kinds={"spark"}, owners=catalog.OWNERS)
+def release_diff(
+    context: AssetExecutionContext,
+    config: ReleaseRange,
+    spark: SparkResource,
+    warehouse: WarehouseResource,
+    release_thresholds: release.ReleaseThresholds,
+) -> MaterializeResult:
+    """The data diff of this location's namespace against the live one over a date range: per
+    table and (date, region) rows, keys only on one side, keys whose values differ (per
+    column), and the revenue difference per (date, region). Also written as
+    `_release_diff.json` in the namespace; `promote_release` promotes what it describes."""
+    dates = date_range(config.start, config.end)
+    if release.live(warehouse).namespace == warehouse.namespace:
+        raise Failure(
+            description=f"{warehouse.namespace} is live: diff a release from its own location",
+            allow_retries=False,
+        )
+    with spark.connection_errors():
+        diff = release.compute_diff(
+            spark.spark_session, warehouse, warehouse.namespace, dates, context.run_id
+        )
+    path = release.write_report(warehouse, diff)
+    refusals = [
+        *release.gate_failures(context.instance, warehouse.namespace, dates),
+        *release_thresholds.violations(diff),
+    ]
+    verdict = (
+        "**Promotable**: gates passed, within thresholds."
+        if not refusals
+        else "**Not promotable**:\n" + "\n".join(f"- {r}" for r in refusals)
+    )
+    return MaterializeResult(
+        metadata={
+            "summary": MetadataValue.md(f"{verdict}\n\n{diff.markdown()}"),
+            "diff": _diff_table(diff),
+            "revenue_diff": _revenue_table(diff),
+            "changed_orders": MetadataValue.int(diff.changed_orders),
+            "max_revenue_diff_usd": MetadataValue.float(
+                float(max(diff.revenue_diff_by_date().values(), default=0))
+            ),
+            "promotable": MetadataValue.bool(not refusals),
+            "refusals": MetadataValue.json(refusals),
+            "live": MetadataValue.text(diff.live),
+            "report": MetadataValue.path(str(path)),
+        }
+    )
+
+
+def _diff_table(diff: release.ReleaseDiff) -> MetadataValue:
+    counts = ["blue_rows", "green_rows", "only_blue", "only_green", "changed"]
+    columns = [
+        TableColumn("table", "string"),
+        TableColumn("order_date", "string"),
+        TableColumn("region", "string"),
+        *[TableColumn(c, "int") for c in counts],
+        TableColumn("changed_columns", "string"),
+    ]
+    records = [
+        TableRecord(
+            {
+                "table": r["table"],
+                "order_date": r["order_date"],
+                "region": r["region"] or "",
+                **{c: r[c] for c in counts},
+                "changed_columns": ", ".join(
+                    f"{c} ({n})" for c, n in sorted(r["changed_columns"].items())
+                ),
+            }
+        )
+        for r in diff.tables
+    ]
+    return MetadataValue.table(records, TableSchema(columns))
+
+
+def _revenue_table(diff: release.ReleaseDiff) -> MetadataValue:
+    names = ["order_date", "region", "blue_usd", "green_usd", "diff_usd"]
+    columns = [
+        TableColumn(n, "string" if n in ("order_date", "region") else "float") for n in names
+    ]
+    records = [
+        TableRecord({n: (r[n] if n in ("order_date", "region") else float(r[n])) for n in names})
+        for r in diff.revenue
+    ]
+    return MetadataValue.table(records, TableSchema(columns))
+
+
+@op
+def seed(context: OpExecutionContext, spark: SparkResource, warehouse: WarehouseResource):
+    """Start a release: every table of this location's namespace becomes a shallow clone of the
+    live one, so the release only has to rebuild its range."""
+    try:
+        with spark.connection_errors():
+            cloned = release.seed(spark.spark_session, warehouse)
+    except release.ReleaseRefused as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    context.log.info(f"{warehouse.namespace} starts from the live tables: {', '.join(cloned)}")
+    return Output(None, metadata={"cloned": MetadataValue.json(cloned)})
+
+
+@op
+def promote(
+    context: OpExecutionContext,
+    spark: SparkResource,
+    warehouse: WarehouseResource,
+    release_thresholds: release.ReleaseThresholds,
+) -> Output[None]:
+    """Switch readers to this location's namespace in one step: refused unless its latest
+    release_diff still describes its tables, every blocking gate of the range passed, and the
+    diff is within the thresholds."""
+    try:
+        with spark.connection_errors():
+            entry = release.promote(
+                spark.spark_session,
+                warehouse,
+                release_thresholds,
+                context.instance,
+                context.run_id,
+                context.job_name,
+                context.run.tags.get(USER_TAG),
+            )
+    except release.ReleaseRefused as exc:
+        raise Failure(
+            description=str(exc),
+            metadata={"reasons": MetadataValue.json(exc.reasons)},
+            allow_retries=False,
+        ) from exc
+    context.log.info(f"readers now see {entry['to']} (was {entry['from']})")
+    return Output(None, metadata={"switch": MetadataValue.json(entry)})
+
+
+@op
+def rollback(context: OpExecutionContext, warehouse: WarehouseResource) -> Output[None]:
+    """Switch readers back to the namespace that was live before the last promotion."""
+    try:
+        entry = release.rollback(
+            warehouse, context.run_id, context.job_name, context.run.tags.get(USER_TAG)
+        )
+    except release.ReleaseRefused as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    context.log.info(f"readers now see {entry['to']} (was {entry['from']})")
+    return Output(None, metadata={"switch": MetadataValue.json(entry)})
+
+
+@job(description="Start this location's release from shallow clones of the live tables.")
+def start_release() -> None:
+    seed()
+
+
+@job(description="Promote this location's release: readers switch to it in one step.")
+def promote_release() -> None:
+    promote()
+
+
+@job(description="Roll back the last promotion: readers switch to the previous release.")
+def rollback_release() -> None:
+    rollback()
+
+
+RELEASE_JOBS = [start_release, promote_release, rollback_release]

@@ -1,0 +1,359 @@
+"""Blue-green releases on real Delta tables: a green release built by its own code location from
+the same landing data with a new FX source (EUR quoted 1% higher), its diff against blue checked
+against the oracle, promotion, refusals, rollback, and a reader during a promotion."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    instance_for_test,
+    materialize,
+)
+
+from regional_etl import release
+from regional_etl.backfill import run_backfill
+from regional_etl.checks import QualityGateResource
+from regional_etl.contract import REGIONS, Table, schema
+from regional_etl.definitions import build_definitions
+from regional_etl.fx.server import FXRequestHandler, FXServer, answer
+from regional_etl.generate import generate_landing
+from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
+from regional_etl.io.landing import read_drops, ready_drop
+from regional_etl.partitions import DateRegion
+from regional_etl.pipeline import read_bronze, run_silver, write_bronze
+from regional_etl.resources.fx import FXRatesResource
+from regional_etl.resources.spark import SparkResource
+from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.transforms.revenue import daily_revenue
+from regional_etl_tests.conftest import TEST_SPARK_CONF
+from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
+
+pytestmark = pytest.mark.slow
+
+DATE = "2024-03-08"
+EUR_SHIFT = Decimal("1.01")
+
+
+def shifted_quote(units_per_usd: float) -> float:
+    """The new FX source's EUR quote: 1% more EUR per USD, 6 decimals like the service."""
+    return float((Decimal(str(units_per_usd)) * EUR_SHIFT).quantize(Decimal("0.000001")))
+
+
+class ShiftedEURHandler(FXRequestHandler):
+    """The product's FX answers with the EUR quote shifted: green's deliberate rule change."""
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        status, body = answer(parts.path, parse_qs(parts.query))
+        if status == 200 and "EUR" in body["rates"]:
+            body["rates"]["EUR"] = shifted_quote(body["rates"]["EUR"])
+        self.send_json(status, body)
+
+
+@dataclass
+class Release:
+    landing: Path
+    instance: DagsterInstance
+    blue: Definitions
+    green: Definitions
+    warehouse: WarehouseResource  # green's
+    diff: dict[str, Any]  # green/release_diff's metadata, as the UI shows it
+
+    def reset_pointer(self) -> None:
+        release.pointer_path(self.warehouse).unlink(missing_ok=True)
+
+
+def _resources(tmp: Path, namespace: str, fx_url: str) -> dict[str, Any]:
+    return {
+        "spark": SparkResource(session_config=TEST_SPARK_CONF),
+        "warehouse": WarehouseResource(
+            landing_root=str(tmp / "landing"),
+            warehouse_root=str(tmp / "warehouse"),
+            namespace=namespace,
+        ),
+        "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
+        "fx": FXRatesResource(
+            base_url=fx_url,
+            breaker_storage_url=f"sqlite:///{tmp / f'breaker-{namespace}.sqlite'}",
+            backoff_base_seconds=0.01,
+            backoff_max_seconds=0.05,
+        ),
+    }
+
+
+def _build_blue(spark, warehouse: WarehouseResource) -> None:
+    """The live release as an earlier version of the pipeline left it: the product's own steps
+    in one pass over the four drops (its gates are not what these tests are about)."""
+    partitions = [DateRegion(DATE, r) for r in REGIONS]
+    rates = ecb_usd_per_unit(dt.date.fromisoformat(DATE))
+    fx = spark.createDataFrame(
+        [(dt.date.fromisoformat(DATE), c, r) for c, r in rates.items()], schema(Table.FX_RATES)
+    )
+    day = daily_predicate([DATE])
+    replace_partitions(fx, warehouse.table(Table.FX_RATES), Table.FX_RATES, day, "blue")
+    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
+    write_bronze(read_drops(spark, warehouse.landing(), drops), warehouse, partitions, "blue")
+    gates = QualityGateResource(min_rows=10, max_quarantine_ratio=0.5)
+    run = run_silver(
+        read_bronze(spark, warehouse, partitions), warehouse, partitions, "blue", gates
+    )
+    assert not run.blocked
+    orders = read_table(spark, warehouse.table(Table.ORDERS)).where(day)
+    gold = daily_revenue(orders)
+    replace_partitions(gold, warehouse.table(Table.DAILY_REVENUE), Table.DAILY_REVENUE, day, "blue")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -> Iterator[Release]:
+    """Blue of one date, and green built from the same drops by its own code location."""
+    tmp = tmp_path_factory.mktemp("release")
+    day = dt.date.fromisoformat(DATE)
+    generate_landing(tmp / "landing", day, day, rows=30, seed=5, anomalies=True)
+    with contextlib.ExitStack() as stack:
+        instance = stack.enter_context(instance_for_test())
+        new_fx = stack.enter_context(FXServer(handler=ShiftedEURHandler))
+        blue_resources = _resources(tmp, "blue", pipeline_fx_server.url)
+        _build_blue(spark, blue_resources["warehouse"])
+        blue = build_definitions(blue_resources, "blue")
+        green_resources = _resources(tmp, "green", new_fx.url)
+        green = build_definitions(green_resources, "green")
+        report = run_backfill(
+            green, instance, DATE, DATE, landing_root=str(tmp / "landing"), progress=print
+        )
+        assert report.ok, report.outcomes
+        built = Release(tmp / "landing", instance, blue, green, green_resources["warehouse"], {})
+        built.diff = _diff(built)
+        yield built
+
+
+def _diff(built: Release, start: str = DATE, end: str = DATE) -> dict[str, Any]:
+    """Materialize green's release_diff as a user would, and return its metadata."""
+    key = AssetKey(["green", "release_diff"])
+    assets_def = built.green.resolve_assets_def(key)
+    result = materialize(
+        [assets_def],
+        instance=built.instance,
+        run_config={"ops": {assets_def.op.name: {"config": {"start": start, "end": end}}}},
+    )
+    assert result.success
+    [mat] = result.asset_materializations_for_node(assets_def.op.name)
+    return dict(mat.metadata)
+
+
+def _run(defs: Definitions, job: str, instance: DagsterInstance):
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+
+
+def _failure(result) -> str:
+    [event] = [e for e in result.all_events if e.is_step_failure]
+    return event.step_failure_data.user_failure_data.description
+
+
+def _checksums(spark, live: release.LiveRelease) -> dict[str, str]:
+    """sha256 of every table's sorted rows, as a reader of the live release sees them."""
+    out = {}
+    for t in release.DIFF_KEYS:
+        rows = sorted(tuple(map(str, r)) for r in live.read(spark, t).collect())
+        out[t.value] = hashlib.sha256(repr(rows).encode()).hexdigest()
+    return out
+
+
+def test_a_new_fx_source_diffs_as_the_oracle_expects(built: Release, spark) -> None:
+    meta = built.diff
+    diff = release.ReleaseDiff.from_json(release.report_path(built.warehouse, "green").read_text())
+    assert (diff.live, diff.candidate, diff.dates) == ("blue", "green", [DATE])
+
+    day = dt.date.fromisoformat(DATE)
+    blue_eur = ecb_usd_per_unit(day)["EUR"]
+    quote = answer(f"/{DATE}", {"from": ["USD"], "to": ["EUR"]})[1]["rates"]["EUR"]
+    green_eur = (Decimal(1) / Decimal(str(shifted_quote(quote)))).quantize(
+        Decimal("1e-10"), ROUND_HALF_UP
+    )
+    assert green_eur != blue_eur
+    eu = expected_partition(built.landing, DATE, "eu-west").orders
+    cents = Decimal("0.01")
+    usd_moves = sum(
+        1
+        for o in eu.values()
+        if (o[1] * blue_eur).quantize(cents, ROUND_HALF_UP)
+        != (o[1] * green_eur).quantize(cents, ROUND_HALF_UP)
+    )
+    revenue_moves = sum(
+        (o[1] * green_eur).quantize(cents, ROUND_HALF_UP)
+        - (o[1] * blue_eur).quantize(cents, ROUND_HALF_UP)
+        for o in eu.values()
+    )
+
+    by = {(r["table"], r["region"]): r for r in diff.tables}
+    for region in REGIONS:
+        want = expected_partition(built.landing, DATE, region)
+        orders = by[(Table.ORDERS.value, region)]
+        changed = len(want.orders) if region == "eu-west" else 0
+        assert (orders["blue_rows"], orders["green_rows"]) == (len(want.orders),) * 2
+        assert (orders["only_blue"], orders["only_green"], orders["changed"]) == (0, 0, changed)
+        expected_columns = {"fx_rate": changed, "amount_usd": usd_moves} if changed else {}
+        assert orders["changed_columns"] == {k: v for k, v in expected_columns.items() if v}
+        quarantine = by[(Table.ORDERS_QUARANTINE.value, region)]
+        assert quarantine["green_rows"] == len(want.quarantine)
+        assert (quarantine["only_blue"], quarantine["only_green"], quarantine["changed"]) == (
+            0,
+            0,
+            0,
+        )
+        assert by[(Table.RAW_ORDERS.value, region)]["changed"] == 0
+        gold = by[(Table.DAILY_REVENUE.value, region)]
+        assert gold["changed_columns"] == ({"revenue_usd": 1} if changed else {})
+    fx = by[(Table.FX_RATES.value, None)]
+    assert (fx["blue_rows"], fx["changed"], fx["changed_columns"]) == (
+        3,
+        1,
+        {"usd_per_unit": 1},
+    )
+
+    revenue = {r["region"]: Decimal(r["diff_usd"]) for r in diff.revenue}
+    assert revenue == {r: (revenue_moves if r == "eu-west" else Decimal(0)) for r in REGIONS}
+    assert diff.changed_orders == len(eu)
+    assert diff.revenue_diff_by_date() == {DATE: abs(revenue_moves)}
+
+    # The UI shows the same diff: a table per (table, date, region) and the summary.
+    assert len(meta["diff"].value.records) == len(diff.tables)
+    assert meta["promotable"].value is True
+    assert meta["changed_orders"].value == len(eu)
+    assert "**Promotable**" in meta["summary"].value
+
+
+def test_promote_switches_readers_and_rollback_restores_blue_exactly(built: Release, spark) -> None:
+    built.reset_pointer()
+    before = _checksums(spark, release.live(built.warehouse))
+
+    promoted = _run(built.green, "promote_release", built.instance)
+    assert promoted.success
+    pointer = release.read_pointer(built.warehouse)
+    assert (pointer.live, pointer.previous) == ("green", "blue")
+    [entry] = pointer.history
+    assert entry["run_id"] == promoted.run_id
+    assert (entry["action"], entry["job"], entry["dates"]) == (
+        "promote",
+        "promote_release",
+        [DATE, DATE],
+    )
+    after = _checksums(spark, release.live(built.warehouse))
+    assert after == _checksums(spark, release.LiveRelease(built.warehouse, "green"))
+    assert after[Table.FX_RATES.value] != before[Table.FX_RATES.value]
+    assert after[Table.RAW_ORDERS.value] != before[Table.RAW_ORDERS.value]  # green's run ids
+
+    # Promoting again is refused: green is already live.
+    assert "green is already live" in _failure(_run(built.green, "promote_release", built.instance))
+
+    rolled = _run(built.blue, "rollback_release", built.instance)
+    assert rolled.success
+    assert release.read_pointer(built.warehouse).live == "blue"
+    assert _checksums(spark, release.live(built.warehouse)) == before
+    assert release.read_pointer(built.warehouse).history[-1]["run_id"] == rolled.run_id
+    # One step back only: a second rollback has no promotion to undo.
+    assert "already" in _failure(_run(built.blue, "rollback_release", built.instance))
+
+
+def test_a_release_over_its_thresholds_or_with_ungated_dates_is_refused(
+    built: Release, spark
+) -> None:
+    built.reset_pointer()
+    strict = release.ReleaseThresholds(max_changed_orders=0, max_revenue_diff_usd=0.0)
+    with pytest.raises(release.ReleaseRefused) as refused:
+        release.promote(spark, built.warehouse, strict, built.instance, "test-run", "test")
+    reasons = " | ".join(refused.value.reasons)
+    assert "orders added, removed or changed, more than max_changed_orders=0" in reasons
+    assert f"{DATE}: revenue differs by" in reasons
+    assert release.read_pointer(built.warehouse).live == "blue"
+
+    # The gates of a date green never built were never evaluated: that date blocks promotion.
+    next_day = (dt.date.fromisoformat(DATE) + dt.timedelta(days=1)).isoformat()
+    assert release.gate_failures(built.instance, "green", [DATE]) == []
+    failed = release.gate_failures(built.instance, "green", [DATE, next_day])
+    partitions = ", ".join(f"{next_day}|{r}" for r in REGIONS)
+    assert f"gate green/orders:volume never evaluated: {partitions}" in failed
+    assert f"gate green/daily_revenue:all_regions_present never evaluated: {next_day}" in failed
+    assert not any(DATE in f for f in failed)
+
+
+def test_a_reader_during_promotion_sees_all_blue_or_all_green(built: Release, spark) -> None:
+    built.reset_pointer()
+
+    def snapshot(live: release.LiveRelease) -> tuple:
+        eur = live.read(spark, Table.FX_RATES).where("currency = 'EUR'").collect()
+        gold = live.read(spark, Table.DAILY_REVENUE).where("region = 'eu-west'").collect()
+        return (eur[0]["usd_per_unit"], gold[0]["revenue_usd"])
+
+    blue = snapshot(release.LiveRelease(built.warehouse, "blue"))
+    green = snapshot(release.LiveRelease(built.warehouse, "green"))
+    assert blue[0] != green[0] and blue[1] != green[1]
+
+    seen: list[tuple] = []
+    first_read, promoted, stop = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                was_promoted = promoted.is_set()
+                seen.append(snapshot(release.live(built.warehouse)))  # one pointer per query
+                first_read.set()
+                if was_promoted:
+                    stop.set()  # one full read that began after the switch
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            first_read.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert first_read.wait(120)
+        result = _run(built.green, "promote_release", built.instance)
+        promoted.set()
+        thread.join(120)
+    finally:
+        stop.set()
+        thread.join(120)
+    assert not errors, errors
+    assert result.success
+    assert set(seen) <= {blue, green}, seen
+    assert seen[0] == blue and seen[-1] == green
+
+
+def test_a_release_starts_from_shallow_clones_of_the_live_tables(tmp_path: Path, spark) -> None:
+    """Seeded, a release rebuilds only its range; the dates outside it stay the live ones, and
+    writing the release never touches the live table it was cloned from."""
+    blue = WarehouseResource(warehouse_root=str(tmp_path))
+    green = WarehouseResource(warehouse_root=str(tmp_path), namespace="green")
+    days = [dt.date(2024, 3, 7), dt.date(2024, 3, 8)]
+    rows = [(d, "EUR", Decimal("1.0800000000")) for d in days]
+    fx = spark.createDataFrame(rows, schema(Table.FX_RATES))
+    path = blue.table(Table.FX_RATES)
+    replace_partitions(fx, path, Table.FX_RATES, daily_predicate(map(str, days)), "blue")
+
+    assert release.seed(spark, green) == [Table.FX_RATES.value]
+    new = spark.createDataFrame([(days[1], "EUR", Decimal("1.0900000000"))], schema(Table.FX_RATES))
+    clone = green.table(Table.FX_RATES)
+    replace_partitions(new, clone, Table.FX_RATES, daily_predicate([str(days[1])]), "green")
+
+    def rates(p: str) -> list[tuple]:
+        return sorted((r["order_date"], r["usd_per_unit"]) for r in read_table(spark, p).collect())
+
+    assert rates(path) == [(d, Decimal("1.0800000000")) for d in days]
+    assert rates(clone) == [(days[0], Decimal("1.0800000000")), (days[1], Decimal("1.0900000000"))]
+    with pytest.raises(release.ReleaseRefused, match="blue is live"):
+        release.seed(spark, blue)
