@@ -39,7 +39,11 @@ class Driver:
     def __init__(self, pipeline: Pipeline, instance: DagsterInstance) -> None:
         self.pipeline, self.instance = pipeline, instance
         self.cursor: str | None = None
-        self.automation_cursor = None
+        # The daemon's automation sensor has ticked before any drop lands (every 30 s): its
+        # first evaluation is the baseline that later updates of the regions are seen against.
+        self.automation_cursor = evaluate_automation_conditions(
+            defs=pipeline.defs, instance=instance
+        ).cursor
         self.launched: Counter[str] = Counter()
         self.deduplicated = 0
 
