@@ -3,6 +3,9 @@ real FX server on a loopback port and real Dagster instances."""
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +22,35 @@ from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl_tests.fx_faults import FaultyFXServer
+from regional_etl_tests.procs import SESSION_MARKER, marked_processes
 
 # Tiny partitions: two shuffle partitions are plenty and keep task scheduling cheap.
 TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2"}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def spark_server_left_as_found() -> Iterator[None]:
+def no_process_left_behind() -> Iterator[None]:
+    """The suite ends with no java or dagster process of its own: every process it starts
+    inherits a marker unique to this session, and none that carries it may outlive the session.
+    The shared local Spark server is the one exception: `spark_server_left_as_found` (torn down
+    before this) stops it, or leaves it to the clients of other sessions and its idle stop."""
+    marker = uuid.uuid4().hex
+    os.environ[SESSION_MARKER] = marker
+    yield
+    shared = spark_server.read_state()
+    spared = {shared.supervisor_pid, shared.jvm_pid} if shared else set()
+    # Process groups are ended with a grace; give the last ones the same time to go.
+    deadline = time.monotonic() + 30
+    while True:
+        left = {p: c for p, c in marked_processes(marker).items() if p not in spared}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, f"processes of this test session still running: {left}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spark_server_left_as_found(no_process_left_behind: None) -> Iterator[None]:
     """The product's local Spark Connect server is started by whichever test first needs it (a
     Spark test, or a run under `dagster dev`); at the end of the test session it is stopped
     again, unless it was already running before (a developer's) or another client still uses

@@ -79,3 +79,29 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# Set in the test session's environment: every process the suite starts inherits it (unless a
+# test builds an environment from nothing), so the suite can find its own processes at the end,
+# and only those, among other users' and other sessions'.
+SESSION_MARKER = "PYTEST_REGIONAL_ETL_SESSION"
+
+
+def marked_processes(
+    value: str, words: tuple[bytes, ...] = (b"java", b"dagster")
+) -> dict[int, str]:
+    """pid -> command line of every live process whose environment carries SESSION_MARKER=value
+    and whose command line mentions one of `words` (zombies are dead already: not counted)."""
+    needle = f"{SESSION_MARKER}={value}".encode()
+    found = {}
+    for pid, fields in process_stats().items():
+        if pid == os.getpid() or fields[0] == "Z":
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read (another user's)
+        if needle in environ.split(b"\0") and any(w in cmdline for w in words):
+            found[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,6 +15,25 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from regional_etl.partitions import DateRegion
+
+
+# Delta's optimistic concurrency: a commit that lost to a concurrent commit touching the same
+# partitions fails with one of these (by exception name, or by error class over Spark Connect).
+_CONFLICTS = (
+    "DELTA_CONCURRENT_",
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "MetadataChangedException",
+)
+CONFLICT_RETRIES = 10
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True when `exc` is Delta rejecting a commit because another writer committed first."""
+    text = f"{type(exc).__name__} {exc}"
+    return any(name in text for name in _CONFLICTS)
 
 
 @dataclass(frozen=True)
@@ -127,14 +147,25 @@ def replace_partitions(
     if one_file_per_partition:
         df = df.repartition(*partition_columns(table))
     aligned = df.select([df[f.name].cast(f.dataType).alias(f.name) for f in target.fields])
-    (
+    writer = (
         aligned.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", predicate)
         .option("userMetadata", run_id)
         .partitionBy(*partition_columns(table))
-        .save(path)
     )
+    # Two runs replacing the same partition at once: Delta commits one and rejects the other,
+    # whose files never become visible. Writing again is safe, the replace being idempotent:
+    # the partition ends up with the complete rows of whichever run commits last, never a mix.
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            writer.save(path)
+            break
+        except Exception as exc:
+            if not is_write_conflict(exc) or attempt == CONFLICT_RETRIES:
+                raise
+            # Jittered so writers that collided once do not collide again in lockstep.
+            time.sleep(min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
     return commit_of(spark, path, run_id)
 
 

@@ -1,0 +1,223 @@
+"""Scenario 3, crash safety: a run process SIGKILLed while its Delta write is in flight (bronze,
+silver, gold), and separately the Spark Connect server's JVM SIGKILLed mid-write. The table is
+at its previous version or the new one, never a mix; a re-run heals; the gates pass; the data
+files the killed write left behind are counted and removed by VACUUM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from dagster import DagsterInstance
+
+from regional_etl import spark_server
+from regional_etl.backfill import run_backfill
+from regional_etl.contract import REGIONS
+from regional_etl.fx.server import FXServer
+from regional_etl.generate import generate_landing
+from regional_etl_tests.conftest import Pipeline
+from regional_etl_tests.procs import process_groups
+from regional_etl_tests.reliability.conftest import judge, launcher_argv, launcher_env
+
+DATE = "2024-03-08"
+# Where each kill lands: the job of the run and the table whose write is watched.
+KILL_POINTS = [
+    ("ingest", "regional_orders_job", f"{DATE}|eu-west", "bronze/raw_orders"),
+    ("silver write", "regional_orders_job", f"{DATE}|eu-west", "silver/orders"),
+    ("gold write", "daily_revenue_job", DATE, "gold/daily_revenue"),
+]
+
+
+def _data_files(table: Path) -> set[str]:
+    return {str(p.relative_to(table)) for p in table.rglob("*.parquet")}
+
+
+def _version(table: Path) -> int:
+    return max(int(p.stem) for p in (table / "_delta_log").glob("*.json"))
+
+
+def _logged_files(table: Path) -> set[str]:
+    """Every data file any commit of the table ever added (removed ones included)."""
+    added = set()
+    for commit in (table / "_delta_log").glob("*.json"):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                added.add(unquote(action["add"]["path"]))
+    return added
+
+
+def orphans(table: Path) -> int:
+    """Data files on disk that no commit references: what a killed write leaves behind."""
+    return len({unquote(f) for f in _data_files(table)} - _logged_files(table))
+
+
+def _kill_when_in_flight(proc: subprocess.Popen, table: Path, kill, timeout: float) -> bool:
+    """Call `kill` once a new data file of `table` exists and its log has no new commit yet
+    (the write is in flight); True if it was caught so, False if the commit came first."""
+    files, version = _data_files(table), _version(table)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _data_files(table) - files:
+            in_flight = _version(table) == version
+            kill()
+            return in_flight
+        time.sleep(0.005)
+    raise AssertionError(f"no write to {table} seen (run exit {proc.poll()})")
+
+
+def _settle(table: Path, quiet: float = 3.0, timeout: float = 60.0) -> None:
+    """Wait until the table's log stops moving: the server may still finish the orphaned write."""
+    last, since = _version(table), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.2)
+        if _version(table) != last:
+            last, since = _version(table), time.monotonic()
+
+
+def _single_writer_per_partition(spark, table: Path) -> bool:
+    """Every (date, region) holds the rows of one run (gold, without run ids, is judged against
+    the oracle instead)."""
+    frame = spark.read.format("delta").load(str(table))
+    if "run_id" not in frame.columns:
+        return True
+    writers = defaultdict(set)
+    for row in frame.select("order_date", "region", "run_id").distinct().collect():
+        writers[(row["order_date"], row["region"])].add(row["run_id"])
+    return all(len(ids) == 1 for ids in writers.values())
+
+
+def _rerun(pipeline: Pipeline, instance: DagsterInstance, job: str, partition: str) -> None:
+    result = pipeline.defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition
+    )
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+@pytest.fixture
+def landed(pipeline: Pipeline, instance: DagsterInstance) -> Pipeline:
+    day = dt.date.fromisoformat(DATE)
+    # Large enough drops that a write lasts long enough to be caught in flight.
+    generate_landing(pipeline.landing, day, day, rows=3000, seed=8, anomalies=True)
+    assert run_backfill(pipeline.defs, instance, DATE, DATE, progress=lambda _: None).ok
+    return pipeline
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
+    landed: Pipeline, instance: DagsterInstance, spark, pipeline_fx_server: FXServer
+) -> None:
+    partitions = [(DATE, r) for r in REGIONS]
+    for point, job, partition, name in KILL_POINTS:
+        table = landed.warehouse / name
+        before = _version(table)
+        argv = launcher_argv(landed, pipeline_fx_server.url, job, partition)
+        with process_groups(argv, env=launcher_env(Path(instance.root_directory))) as [proc]:
+            mid_write = _kill_when_in_flight(
+                proc, table, lambda p=proc: os.killpg(p.pid, signal.SIGKILL), timeout=600
+            )
+            proc.wait(60)
+        _settle(table)
+        after = _version(table)
+        # Old or new, never a mix: each partition holds the complete rows of one run.
+        verdict = judge(spark, landed.landing, landed.warehouse, partitions)
+        single = _single_writer_per_partition(spark, table)
+        left = orphans(table)
+        _rerun(landed, instance, job, partition)
+        healed = judge(spark, landed.landing, landed.warehouse, partitions)
+        print(
+            f"\n[reliability] crash: run SIGKILL during {point}: mid_write={mid_write} "
+            f"version {before}->{after} single_writer={single} orphan_files={left} "
+            f"after_kill[{verdict.summary()}] after_rerun[{healed.summary()}]"
+        )
+        assert verdict.ok and single, verdict.mismatches
+        assert healed.ok, healed.mismatches
+
+    # The files of killed writes go with VACUUM once past retention (here: zero hours).
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    total = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
+    for *_, name in KILL_POINTS:
+        spark.sql(f"VACUUM delta.`{landed.warehouse / name}` RETAIN 0 HOURS")
+    left = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
+    print(f"[reliability] crash: orphan files before VACUUM={total} after={left}")
+    assert left == 0
+    assert judge(spark, landed.landing, landed.warehouse, partitions).ok
+
+
+@pytest.mark.slow
+def test_the_spark_server_killed_mid_write_heals_within_the_run(
+    landed: Pipeline,
+    instance: DagsterInstance,
+    spark,
+    pipeline_fx_server: FXServer,
+    tmp_path: Path,
+) -> None:
+    # A server of this test's own: the shared one serves other sessions right now.
+    state = tmp_path / "spark-state"
+    env = launcher_env(
+        Path(instance.root_directory),
+        REGIONAL_ETL_SPARK_STATE_DIR=str(state),
+        REGIONAL_ETL_SPARK_DRIVER_MEMORY="768m",
+        REGIONAL_ETL_SPARK_IDLE_MINUTES="2",
+        REGIONAL_ETL_LANDING_STEP_RETRY_DELAY_SECONDS="0.5",
+    )
+    table = landed.warehouse / "bronze/raw_orders"
+    before = _version(table)
+    killed: list[int] = []
+
+    def kill_jvm() -> None:
+        current = spark_server.read_state(state)
+        assert current is not None
+        os.kill(current.jvm_pid, signal.SIGKILL)
+        killed.append(current.jvm_pid)
+
+    argv = launcher_argv(landed, pipeline_fx_server.url, "regional_orders_job", f"{DATE}|eu-west")
+    try:
+        with process_groups(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as [proc]:
+            mid_write = _kill_when_in_flight(proc, table, kill_jvm, timeout=600)
+            out, err = proc.communicate(timeout=900)
+    finally:
+        _stop_server(state)
+    outcome = json.loads(out.strip().splitlines()[-1])
+    run = instance.get_run_by_id(outcome["run_id"])
+    partitions = [(DATE, r) for r in REGIONS]
+    verdict = judge(spark, landed.landing, landed.warehouse, partitions)
+    print(
+        f"\n[reliability] crash: Spark server JVM SIGKILL during ingest: mid_write={mid_write} "
+        f"run_success={outcome['success']} version {before}->{_version(table)} "
+        f"orphan_files={orphans(table)} single_writer="
+        f"{_single_writer_per_partition(spark, table)} {verdict.summary()}"
+    )
+    assert killed and run is not None
+    assert outcome["success"], err[-3000:]
+    assert _single_writer_per_partition(spark, table)
+    assert verdict.ok, verdict.mismatches
+
+
+def _stop_server(state: Path) -> None:
+    """The test's own server and its supervisor, as a whole process group."""
+    current = spark_server.read_state(state)
+    if current is None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(current.supervisor_pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and current.alive():
+            time.sleep(0.2)
+        if not current.alive():
+            return
