@@ -114,47 +114,6 @@ def landed(pipeline: Pipeline, instance: DagsterInstance) -> Pipeline:
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
-    landed: Pipeline, instance: DagsterInstance, spark, pipeline_fx_server: FXServer
-) -> None:
-    partitions = [(DATE, r) for r in REGIONS]
-    for point, job, partition, name in KILL_POINTS:
-        table = landed.warehouse / name
-        before = _version(table)
-        argv = launcher_argv(landed, pipeline_fx_server.url, job, partition)
-        with process_groups(argv, env=launcher_env(Path(instance.root_directory))) as [proc]:
-            mid_write = _kill_when_in_flight(
-                proc, table, lambda p=proc: os.killpg(p.pid, signal.SIGKILL), timeout=600
-            )
-            proc.wait(60)
-        _settle(table)
-        after = _version(table)
-        # Old or new, never a mix: each partition holds the complete rows of one run.
-        verdict = judge(spark, landed.landing, landed.warehouse, partitions)
-        single = _single_writer_per_partition(spark, table)
-        left = orphans(table)
-        _rerun(landed, instance, job, partition)
-        healed = judge(spark, landed.landing, landed.warehouse, partitions)
-        print(
-            f"\n[reliability] crash: run SIGKILL during {point}: mid_write={mid_write} "
-            f"version {before}->{after} single_writer={single} orphan_files={left} "
-            f"after_kill[{verdict.summary()}] after_rerun[{healed.summary()}]"
-        )
-        assert verdict.ok and single, verdict.mismatches
-        assert healed.ok, healed.mismatches
-
-    # The files of killed writes go with VACUUM once past retention (here: zero hours).
-    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    total = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
-    for *_, name in KILL_POINTS:
-        spark.sql(f"VACUUM delta.`{landed.warehouse / name}` RETAIN 0 HOURS")
-    left = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
-    print(f"[reliability] crash: orphan files before VACUUM={total} after={left}")
-    assert left == 0
-    assert judge(spark, landed.landing, landed.warehouse, partitions).ok
-
-
-@pytest.mark.slow
 def test_the_spark_server_killed_mid_write_heals_within_the_run(
     landed: Pipeline,
     instance: DagsterInstance,
