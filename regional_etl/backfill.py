@@ -71,6 +71,7 @@ query Status($id: String!) {
   }
 }"""
 
+ORDERS = AssetKey("orders")
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -150,17 +151,18 @@ def run_backfill(
     if not ready:
         return BackfillReport("", "NOTHING_TO_DO", outcomes=not_ready)
 
+    orders = orders_key(defs)
     daemon = daemon_running(instance)
     with _workspace(defs, instance, in_process=not daemon) as workspace:
         backfill_id = _launch(workspace, defs, ready, title=f"regional-etl backfill {start}..{end}")
-        while (state := _progress(workspace, backfill_id)).status not in TERMINAL:
+        while (state := _progress(workspace, backfill_id, orders)).status not in TERMINAL:
             progress(state)
             if daemon:
                 time.sleep(POLL_SECONDS)
             else:
                 _iterate(workspace, backfill_id)
         progress(state)
-    report = _report(instance, backfill_id, ready)
+    report = _report(instance, backfill_id, ready, orders)
     report.status = state.status
     report.executed_by = "the daemon" if daemon else "this process (no daemon running)"
     report.outcomes.update(not_ready)
@@ -285,7 +287,16 @@ def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: s
     return launched["backfillId"]
 
 
-def _progress(workspace: Any, backfill_id: str) -> Progress:
+def orders_key(defs: Definitions) -> AssetKey:
+    """The `orders` asset of `defs` (a release location prefixes it: green/orders), whose
+    partitions the progress and the report count."""
+    keys = [s.key for s in defs.resolve_all_asset_specs() if s.key.path[-1] == "orders"]
+    if len(keys) != 1:
+        raise ValueError(f"expected one 'orders' asset, found {keys}")
+    return keys[0]
+
+
+def _progress(workspace: Any, backfill_id: str, orders: AssetKey = ORDERS) -> Progress:
     data = _graphql(workspace, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
     if data["__typename"] != "PartitionBackfill":
         raise RuntimeError(f"backfill {backfill_id}: {data.get('message', data)}")
@@ -294,22 +305,24 @@ def _progress(workspace: Any, backfill_id: str) -> Progress:
         for s in data["assetBackfillData"]["assetBackfillStatuses"]
         if "assetKey" in s
     }
-    orders = counts.get(("orders",), {})
+    counted = counts.get(tuple(orders.path), {})
     return Progress(
         data["status"],
-        orders.get("numPartitionsMaterialized", 0),
-        orders.get("numPartitionsFailed", 0),
-        orders.get("numPartitionsTargeted", 0),
+        counted.get("numPartitionsMaterialized", 0),
+        counted.get("numPartitionsFailed", 0),
+        counted.get("numPartitionsTargeted", 0),
     )
 
 
-def _report(instance: DagsterInstance, backfill_id: str, ready: list[DateRegion]) -> BackfillReport:
+def _report(
+    instance: DagsterInstance, backfill_id: str, ready: list[DateRegion], orders: AssetKey
+) -> BackfillReport:
     """Per (date, region): published to silver/orders by this backfill, or why not."""
     runs = instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
     run_ids = {r.run_id for r in runs}
     keys = [str(p) for p in ready]
-    orders = AssetRecordsFilter(asset_key=AssetKey("orders"), asset_partitions=keys)
-    records = instance.fetch_materializations(orders, limit=10 * len(keys)).records
+    published_filter = AssetRecordsFilter(asset_key=orders, asset_partitions=keys)
+    records = instance.fetch_materializations(published_filter, limit=10 * len(keys)).records
     published = {r.partition_key for r in records if r.run_id in run_ids}
     report = BackfillReport(backfill_id, runs=[r.run_id for r in runs])
     reasons: dict[str, list[str]] = {}
