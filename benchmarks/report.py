@@ -296,8 +296,8 @@ def format_report(results: dict[str, Any]) -> str:
             )
         if backfill:
             runs = backfill["b"]["result"].get("runs", [])
-            by_job = ", ".join(f"{r['job'].removesuffix('_job')} {r['run_s']:.1f}" for r in runs)
-            out.append(f"(b) runs, s: {by_job}; outside runs {s['b_outside_runs_s']} s")
+            by_run = ", ".join(f"{'+'.join(r['assets'])} {r['run_s']:.1f}" for r in runs)
+            out.append(f"(b) runs, s: {by_run}; outside runs {s['b_outside_runs_s']} s")
             for key in ("c", "c_optimized"):
                 phases = backfill[key]["result"].get("phases_s", {})
                 out.append(
