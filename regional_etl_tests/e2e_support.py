@@ -304,3 +304,22 @@ def loaded_location(dev: DagsterDev, timeout: float = 240.0) -> dict[str, str]:
         return {"repositoryLocationName": loaded["name"], "repositoryName": repository["name"]}
 
     return wait_for("the code location to load", probe, timeout, 3.0, dev.check_alive)
+
+
+# The materializations and check executions of an asset, as the UI reads them.
+MATERIALIZATIONS_QUERY = """
+query ($key: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId } }
+  }
+}
+"""
+
+CHECK_EXECUTIONS_QUERY = """
+query ($key: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 5) {
+    status partition runId
+  }
+}
+"""

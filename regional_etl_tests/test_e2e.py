@@ -25,7 +25,9 @@ from regional_etl.checks import ORDERS_GATES
 from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing
 from regional_etl_tests.e2e_support import (
+    CHECK_EXECUTIONS_QUERY,
     HOST,
+    MATERIALIZATIONS_QUERY,
     DagsterDev,
     E2EError,
     dagster_dev,
@@ -92,21 +94,6 @@ query {
       results { runId jobName status creationTime parentRunId tags { key value } }
     }
     ... on PythonError { message }
-  }
-}
-"""
-MATERIALIZATIONS_QUERY = """
-query ($key: AssetKeyInput!, $partitions: [String!]) {
-  assetOrError(assetKey: $key) {
-    __typename
-    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId } }
-  }
-}
-"""
-CHECK_EXECUTIONS_QUERY = """
-query ($key: AssetKeyInput!, $check: String!, $partition: String) {
-  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 5) {
-    status partition runId
   }
 }
 """

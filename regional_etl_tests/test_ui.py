@@ -26,7 +26,9 @@ from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing, write_drop
 from regional_etl.partitions import parse_date_region
 from regional_etl_tests.e2e_support import (
+    CHECK_EXECUTIONS_QUERY,
     HOST,
+    MATERIALIZATIONS_QUERY,
     DagsterDev,
     E2EError,
     dagster_dev,
@@ -192,21 +194,6 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
     ... on PythonError { message }
     ... on PartitionKeysNotFoundError { message }
     ... on UnauthorizedError { message }
-  }
-}
-"""
-MATERIALIZATIONS_QUERY = """
-query ($key: AssetKeyInput!, $partitions: [String!]) {
-  assetOrError(assetKey: $key) {
-    __typename
-    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId } }
-  }
-}
-"""
-CHECK_QUERY = """
-query ($key: AssetKeyInput!, $check: String!, $partition: String) {
-  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 5) {
-    status partition runId
   }
 }
 """
@@ -487,7 +474,8 @@ def test_browser_shows_a_failed_gate_and_the_blocked_date(
 
     def volume_result() -> str | None:
         executions = ui.dev.graphql(
-            CHECK_QUERY, {"key": {"path": ["orders"]}, "check": "volume", "partition": BROKEN}
+            CHECK_EXECUTIONS_QUERY,
+            {"key": {"path": ["orders"]}, "check": "volume", "partition": BROKEN},
         )["assetCheckExecutions"]
         status = executions[0]["status"] if executions else None
         return status if status in ("SUCCEEDED", "FAILED", "EXECUTION_FAILED") else None
