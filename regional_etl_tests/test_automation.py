@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from regional_etl.assets.bronze import raw_orders
+from regional_etl.assets.reference import fx_rates
 from regional_etl.assets.silver import orders
 from regional_etl.automation.sensors import landing_sensor
 from regional_etl.backfill import run_backfill
@@ -147,6 +148,47 @@ def test_reprocessing_one_region_updates_daily_revenue_of_that_date_only(
         defs=pipeline.defs, instance=instance, cursor=settled.cursor
     )
     assert after.get_requested_partitions(AssetKey("daily_revenue")) == {"2024-03-08"}
+
+
+def test_a_region_updated_between_the_request_of_its_date_and_the_next_tick_is_not_lost(
+    pipeline: Pipeline, instance: DagsterInstance
+) -> None:
+    """The daemon's order of events: the date is requested, its gold run ends, and a region is
+    re-materialized before the next evaluation. Gold must be requested again: `eager()` alone
+    took that update as handled and left gold stale."""
+    generate_landing(pipeline.landing, dt.date(2024, 3, 8), dt.date(2024, 3, 8), rows=30, seed=5)
+    before = evaluate_automation_conditions(defs=pipeline.defs, instance=instance)
+    assert materialize(
+        [fx_rates], partition_key="2024-03-08", resources=pipeline.resources, instance=instance
+    ).success
+    for region in REGIONS:
+        assert materialize(
+            [raw_orders, orders],
+            partition_key=f"2024-03-08|{region}",
+            resources=pipeline.resources,
+            instance=instance,
+        ).success
+    first = evaluate_automation_conditions(
+        defs=pipeline.defs, instance=instance, cursor=before.cursor
+    )
+    assert first.get_requested_partitions(AssetKey("daily_revenue")) == {"2024-03-08"}
+    gold = pipeline.defs.resolve_job_def("daily_revenue_job")
+    assert gold.execute_in_process(instance=instance, partition_key="2024-03-08").success
+    assert materialize(
+        [raw_orders, orders],
+        partition_key="2024-03-08|eu-west",
+        resources=pipeline.resources,
+        instance=instance,
+    ).success
+    second = evaluate_automation_conditions(
+        defs=pipeline.defs, instance=instance, cursor=first.cursor
+    )
+    assert second.get_requested_partitions(AssetKey("daily_revenue")) == {"2024-03-08"}
+    # Handled: the request of the second evaluation resets it; nothing changed since.
+    third = evaluate_automation_conditions(
+        defs=pipeline.defs, instance=instance, cursor=second.cursor
+    )
+    assert third.get_requested_partitions(AssetKey("daily_revenue")) == set()
 
 
 def test_a_failed_gate_keeps_the_date_out_of_automation(

@@ -25,10 +25,30 @@ from regional_etl.transforms.revenue import daily_revenue as aggregate_revenue
 
 # When automation requests a date: after any region of it is re-materialized, history included
 # (`eager()` alone looks only at the latest time window), and only once every region of the date
-# passed its blocking gates. The asset itself refuses a date with a region missing, whoever
-# launches it.
+# is in and passed its blocking gates. The asset itself refuses a date with a region missing,
+# whoever launches it.
+_READY = (
+    ~AutomationCondition.any_deps_missing()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+)
+# `eager()` misses one order of events: the date requested, its run over, then a region
+# re-materialized, all between two evaluations (30 s apart under the daemon). Its trigger (a
+# dependency updated) and its reset (the date requested or updated) are then both true, and
+# `since` keeps the later of the two only when both carry timestamps; its OR conditions carry
+# none, so the reset wins and gold stays stale. Right after a request, the timed conditions
+# alone decide: a dependency updated after the request asks for the date again.
+_UPDATED_AFTER_ITS_REQUEST = (
+    AutomationCondition.newly_requested()
+    & AutomationCondition.any_deps_match(AutomationCondition.newly_updated()).since(
+        AutomationCondition.newly_requested()
+    )
+)
 DAILY_REVENUE_CONDITION = (
-    AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
+    (
+        AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
+        | (_UPDATED_AFTER_ITS_REQUEST & _READY)
+    )
     & AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("all regions of the date updated and gated")
 
