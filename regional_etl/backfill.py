@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -26,7 +27,6 @@ from dagster import (
     DagsterRunStatus,
     Definitions,
     RunsFilter,
-    colored_console_logger,
 )
 
 from regional_etl.contract import REGIONS, validate_date, validate_region
@@ -38,7 +38,6 @@ LOCATION_NAME = "regional_etl"  # workspace.yaml's name: runs link to the same l
 # A daemon whose backfill loop has not reported for this long is taken as gone.
 DAEMON_HEARTBEAT_SECONDS = 60.0
 POLL_SECONDS = 1.0
-QUIET_CONSOLE = {"log_level": "CRITICAL"}
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -106,6 +105,7 @@ class BackfillReport:
     outcomes: dict[str, PartitionOutcome] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
+    run_log: str = ""  # where the runs executed in-process wrote their output
 
     @property
     def ok(self) -> bool:
@@ -155,18 +155,30 @@ def run_backfill(
     daemon = daemon_running(instance)
     with _workspace(defs, instance, in_process=not daemon) as workspace:
         backfill_id = _launch(workspace, defs, ready, title=f"regional-etl backfill {start}..{end}")
+        run_log = _run_log(instance, backfill_id)
         while (state := _progress(workspace, backfill_id, orders)).status not in TERMINAL:
             progress(state)
             if daemon:
                 time.sleep(POLL_SECONDS)
-            else:
+                continue
+            # The runs executing here print what a daemon's runs print to their own processes:
+            # their event log (also on the instance, the UI's run page) and library warnings.
+            # The terminal keeps the progress bar and the summary; the rest goes to a file.
+            with open(run_log, "a") as log, redirect_stdout(log), redirect_stderr(log):
                 _iterate(workspace, backfill_id)
         progress(state)
     report = _report(instance, backfill_id, ready, orders)
+    report.run_log = "" if daemon else str(run_log)
     report.status = state.status
     report.executed_by = "the daemon" if daemon else "this process (no daemon running)"
     report.outcomes.update(not_ready)
     return report
+
+
+def _run_log(instance: DagsterInstance, backfill_id: str) -> Path:
+    folder = Path(instance.root_directory) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"backfill-{backfill_id}.log"
 
 
 def daemon_running(instance: DagsterInstance) -> bool:
@@ -203,11 +215,7 @@ def _workspace(defs: Definitions, instance: DagsterInstance, in_process: bool) -
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
     from dagster._serdes import ConfigurableClassData
 
-    # The terminal shows the progress bar and the summary; each run's full log is on the
-    # instance (the UI's run page), as for a run the daemon launched.
-    served = Definitions.merge(
-        defs, Definitions(loggers={"console": colored_console_logger.configured(QUIET_CONSOLE)})
-    )
+    served = defs
     origin = InProcessCodeLocationOrigin(
         LoadableTargetOrigin(module_name=__name__, attribute="served"),
         location_name=LOCATION_NAME,
@@ -369,4 +377,6 @@ def format_report(report: BackfillReport) -> str:
     lines.append(f"{len(report.outcomes)} partitions: {counts}")
     if report.failed_runs:
         lines.append("failed runs: " + " ".join(report.failed_runs))
+    if report.run_log:
+        lines.append(f"run logs: {report.run_log}")
     return "\n".join(lines)
