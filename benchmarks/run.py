@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "--days", type=int, help="override the mode's number of days (a reduced run)"
     )
     parser.add_argument(
+        "--rounds", type=int, help="override the mode's rounds of (b), (c) and (u) (best counts)"
+    )
+    parser.add_argument(
         "--report", type=Path, help="only print the table of an earlier results JSON file"
     )
     args = parser.parse_args(argv)
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.days:
         sizes = replace(sizes, days=args.days)
+    if args.rounds:
+        sizes = replace(sizes, backfill_rounds=args.rounds)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
