@@ -50,6 +50,21 @@ def isolated_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def daemon_env(home: Path, landing: Path, warehouse: Path, **extra: str) -> dict[str, str]:
+    """`isolated_env` for a daemon or `dagster dev` on a test's folders, with the volume floor
+    and the warning ratio of the gates scaled down to small drops with anomalies."""
+    return isolated_env(
+        {
+            "DAGSTER_HOME": str(home),
+            "REGIONAL_ETL_LANDING": str(landing),
+            "REGIONAL_ETL_WAREHOUSE": str(warehouse),
+            "REGIONAL_ETL_GATE_MIN_ROWS": "10",
+            "REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO": "0.5",
+            **extra,
+        }
+    )
+
+
 def wait_for(
     what: str,
     probe: Callable[[], T | None],
@@ -192,13 +207,16 @@ def dagster_dev(
     env: Mapping[str, str],
     log: Path,
     startup_timeout: float = 180,
+    daemon: bool = True,
 ) -> Iterator[DagsterDev]:
     """`dagster dev -m <module> -h 127.0.0.1 -p <free port>` in cwd (`-w <file>` when `target`
     is a workspace file's Path), its own session, until the webserver answers /server_info;
-    always stopped as a whole process group on exit."""
+    always stopped as a whole process group on exit. `daemon=False`: `dagster-webserver` alone
+    (nothing is launched behind the test's back: no sensor, schedule or automation)."""
     port = free_port()
     code = ["-w", str(target)] if isinstance(target, Path) else ["-m", target]
-    argv = [str(DAGSTER_BIN), "dev", *code, "-h", HOST, "-p", str(port)]
+    command = [str(DAGSTER_BIN), "dev"] if daemon else [str(DAGSTER_BIN) + "-webserver"]
+    argv = [*command, *code, "-h", HOST, "-p", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             argv,

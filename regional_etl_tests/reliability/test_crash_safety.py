@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,14 +17,24 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from dagster import DagsterInstance
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunsFilter,
+    materialize,
+)
 
 from regional_etl import spark_server
+from regional_etl.assets.reference import fx_rates
 from regional_etl.backfill import run_backfill
 from regional_etl.contract import REGIONS
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
 from regional_etl_tests.conftest import Pipeline
+from regional_etl_tests.e2e_support import daemon_env, dagster_daemon, wait_for
 from regional_etl_tests.procs import process_groups
 from regional_etl_tests.reliability.conftest import judge, launcher_argv, launcher_env
 
@@ -37,7 +48,12 @@ KILL_POINTS = [
 
 
 def _data_files(table: Path) -> set[str]:
-    return {str(p.relative_to(table)) for p in table.rglob("*.parquet")}
+    # Checkpoints are Parquet too, but live in the log and are no commit's data.
+    return {
+        str(p.relative_to(table))
+        for p in table.rglob("*.parquet")
+        if "_delta_log" not in p.relative_to(table).parts
+    }
 
 
 def _version(table: Path) -> int:
@@ -114,6 +130,47 @@ def landed(pipeline: Pipeline, instance: DagsterInstance) -> Pipeline:
 
 
 @pytest.mark.slow
+def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
+    landed: Pipeline, instance: DagsterInstance, spark, pipeline_fx_server: FXServer
+) -> None:
+    partitions = [(DATE, r) for r in REGIONS]
+    for point, job, partition, name in KILL_POINTS:
+        table = landed.warehouse / name
+        before = _version(table)
+        argv = launcher_argv(landed, pipeline_fx_server.url, job, partition)
+        with process_groups(argv, env=launcher_env(Path(instance.root_directory))) as [proc]:
+            mid_write = _kill_when_in_flight(
+                proc, table, lambda p=proc: os.killpg(p.pid, signal.SIGKILL), timeout=600
+            )
+            proc.wait(60)
+        _settle(table)
+        after = _version(table)
+        # Old or new, never a mix: each partition holds the complete rows of one run.
+        verdict = judge(spark, landed.landing, landed.warehouse, partitions)
+        single = _single_writer_per_partition(spark, table)
+        left = orphans(table)
+        _rerun(landed, instance, job, partition)
+        healed = judge(spark, landed.landing, landed.warehouse, partitions)
+        print(
+            f"\n[reliability] crash: run SIGKILL during {point}: mid_write={mid_write} "
+            f"version {before}->{after} single_writer={single} orphan_files={left} "
+            f"after_kill[{verdict.summary()}] after_rerun[{healed.summary()}]"
+        )
+        assert verdict.ok and single, verdict.mismatches
+        assert healed.ok, healed.mismatches
+
+    # The files of killed writes go with VACUUM once past retention (here: zero hours).
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    total = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
+    for *_, name in KILL_POINTS:
+        spark.sql(f"VACUUM delta.`{landed.warehouse / name}` RETAIN 0 HOURS")
+    left = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
+    print(f"[reliability] crash: orphan files before VACUUM={total} after={left}")
+    assert left == 0
+    assert judge(spark, landed.landing, landed.warehouse, partitions).ok
+
+
+@pytest.mark.slow
 def test_the_spark_server_killed_mid_write_heals_within_the_run(
     landed: Pipeline,
     instance: DagsterInstance,
@@ -180,3 +237,134 @@ def _stop_server(state: Path) -> None:
             time.sleep(0.2)
         if not current.alive():
             return
+
+
+# --- a run worker killed under the daemon, as users run the pipeline -------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+KILLED_PARTITION = f"{DATE}|eu-west"
+DAEMON_TIMEOUT = 20 * 60.0
+
+
+def _run_of(
+    instance: DagsterInstance, partition: str, parent: str | None = None
+) -> DagsterRun | None:
+    runs = instance.get_runs(
+        RunsFilter(
+            job_name="regional_orders_job",
+            tags={
+                "dagster/partition": partition,
+                **({"dagster/parent_run_id": parent} if parent else {}),
+            },
+        )
+    )
+    return runs[-1] if runs else None  # the first launched
+
+
+def _worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The pid of the run's worker process, as its engine events record it."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        pid = entry.dagster_event and entry.dagster_event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(str(pid.value))
+    return None
+
+
+def _started_worker(instance: DagsterInstance) -> tuple[str, int] | None:
+    run = _run_of(instance, KILLED_PARTITION)
+    pid = run and _worker_pid(instance, run.run_id)
+    return (run.run_id, pid) if run and pid else None
+
+
+def _eu_west_files(table: Path) -> set[str]:
+    return {f for f in _data_files(table) if "region=eu-west" in f} if table.exists() else set()
+
+
+def _finished(run: DagsterRun | None) -> DagsterRun | None:
+    return run if run is not None and run.is_finished else None
+
+
+def _gold_of(instance: DagsterInstance, date: str) -> bool | None:
+    return date in instance.get_materialized_partitions(AssetKey("daily_revenue")) or None
+
+
+@pytest.mark.slow
+def test_a_run_worker_killed_under_the_daemon_fails_and_its_retry_heals(
+    pipeline: Pipeline, tmp_path: Path, spark
+) -> None:
+    """The landing sensor launches a run per drop; the eu-west run's worker process is SIGKILLed
+    while its silver write is in flight (as the out-of-memory killer would). Dagster must mark
+    the run failed (its code server sees the worker gone), run retries must launch it again, and
+    the retry must heal the partition and let the automation bring the date to gold."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    day = dt.date.fromisoformat(DATE)
+    generate_landing(pipeline.landing, day, day, rows=3000, seed=8, anomalies=True)
+    env = daemon_env(home, pipeline.landing, pipeline.warehouse)
+    silver = pipeline.warehouse / "silver/orders"
+    log = tmp_path / "dagster-daemon.log"
+    with DagsterInstance.from_config(str(home)) as instance:
+        # The date's rates exist first, so the sensor's first tick launches every drop.
+        fx = materialize(
+            [fx_rates], partition_key=DATE, resources=pipeline.resources, instance=instance
+        )
+        assert fx.success
+        with dagster_daemon(REPO / "workspace.yaml", home, env, log) as daemon:
+            try:
+                run_id, pid = wait_for(
+                    f"the {KILLED_PARTITION} run's worker",
+                    lambda: _started_worker(instance),
+                    DAEMON_TIMEOUT,
+                    0.5,
+                    daemon.check_alive,
+                )
+                before = _eu_west_files(silver)
+                version = wait_for(
+                    "the eu-west silver write",
+                    lambda: _version(silver) if _eu_west_files(silver) - before else None,
+                    DAEMON_TIMEOUT,
+                    0.01,
+                )
+                os.kill(pid, signal.SIGKILL)
+                in_flight = _version(silver) == version
+                killed = wait_for(
+                    "the killed run to be marked failed",
+                    lambda: _finished(instance.get_run_by_id(run_id)),
+                    300,
+                    1.0,
+                    daemon.check_alive,
+                )
+                retry = wait_for(
+                    "the run retry to finish",
+                    lambda: _finished(_run_of(instance, KILLED_PARTITION, parent=run_id)),
+                    DAEMON_TIMEOUT,
+                    2.0,
+                    daemon.check_alive,
+                )
+                wait_for(
+                    f"daily_revenue|{DATE}",
+                    lambda: _gold_of(instance, DATE),
+                    DAEMON_TIMEOUT,
+                    2.0,
+                    daemon.check_alive,
+                )
+            except BaseException:
+                print(f"--- dagster-daemon log tail ({log}) ---\n{daemon.log_tail(200)}")
+                raise
+        explanation = [
+            message
+            for e in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
+            if "SIGKILL" in (message := (e.dagster_event and e.dagster_event.message) or "")
+        ]
+        print(
+            f"\n[reliability] crash: run worker SIGKILL under the daemon during the silver "
+            f"write: in_flight={in_flight} killed_run={killed.status.value} "
+            f"retry={retry.status.value} {explanation[:1]}"
+        )
+        assert killed.status == DagsterRunStatus.FAILURE
+        assert explanation, "the failure says the run's process died"
+        assert retry.status == DagsterRunStatus.SUCCESS
+    verdict = judge(spark, pipeline.landing, pipeline.warehouse, [(DATE, r) for r in REGIONS])
+    assert verdict.ok, verdict.mismatches
+    assert _single_writer_per_partition(spark, silver)
