@@ -20,7 +20,6 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     Definitions,
-    instance_for_test,
     materialize,
 )
 
@@ -44,6 +43,7 @@ from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[1]
 DATE = "2024-03-08"
 EUR_SHIFT = Decimal("1.01")
 
@@ -67,6 +67,7 @@ class ShiftedEURHandler(FXRequestHandler):
 @dataclass
 class Release:
     landing: Path
+    home: Path  # the instance's DAGSTER_HOME: a webserver started on it shows the same runs
     instance: DagsterInstance
     blue: Definitions
     green: Definitions
@@ -123,8 +124,10 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
     tmp = tmp_path_factory.mktemp("release")
     day = dt.date.fromisoformat(DATE)
     generate_landing(tmp / "landing", day, day, rows=30, seed=5, anomalies=True)
+    home = tmp / "dagster-home"
+    home.mkdir()
     with contextlib.ExitStack() as stack:
-        instance = stack.enter_context(instance_for_test())
+        instance = stack.enter_context(DagsterInstance.from_config(str(home)))
         new_fx = stack.enter_context(FXServer(handler=ShiftedEURHandler))
         blue_resources = _resources(tmp, "blue", pipeline_fx_server.url)
         _build_blue(spark, blue_resources["warehouse"])
@@ -135,7 +138,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
             green, instance, DATE, DATE, landing_root=str(tmp / "landing"), progress=print
         )
         assert report.ok, report.outcomes
-        built = Release(tmp / "landing", instance, blue, green, green_resources["warehouse"], {})
+        built = Release(
+            tmp / "landing", home, instance, blue, green, green_resources["warehouse"], {}
+        )
         built.diff = _diff(built)
         yield built
 
@@ -234,6 +239,40 @@ def test_a_new_fx_source_diffs_as_the_oracle_expects(built: Release, spark) -> N
     assert meta["promotable"].value is True
     assert meta["changed_orders"].value == len(eu)
     assert "**Promotable**" in meta["summary"].value
+
+
+def test_the_diff_is_in_front_of_the_user_in_the_ui(built: Release, tmp_path: Path) -> None:
+    """The webserver on the release workspace (blue and green side by side) and the instance the
+    diff was materialized on: green/release_diff's page shows the verdict and the diff tables
+    a user reads before launching promote_release (the README shows its screenshot)."""
+    from regional_etl_tests.browser import Shots, chromium, skip_newsletter
+    from regional_etl_tests.e2e_support import dagster_dev, isolated_env
+
+    env = isolated_env(
+        {
+            "DAGSTER_HOME": str(built.home),
+            "REGIONAL_ETL_LANDING": str(built.landing),
+            "REGIONAL_ETL_WAREHOUSE": str(built.warehouse.warehouse_root),
+        }
+    )
+    workspace = REPO / "workspace-release.yaml"
+    log = tmp_path / "webserver.log"
+    with dagster_dev(workspace, REPO, env, log, daemon=False) as web, chromium() as browser:
+        # Wide and tall enough for the diff tables of the summary, scrolled to the metadata.
+        page = browser.new_context(viewport={"width": 1700, "height": 1250}).new_page()
+        page.set_default_timeout(120_000)
+        shots = Shots(page, tmp_path, "release")
+        try:
+            page.goto(f"{web.url}/assets/green/release_diff")
+            skip_newsletter(page)
+            page.get_by_text("promotable").first.wait_for()
+            page.get_by_text("max_revenue_diff_usd").first.wait_for()
+            heading = page.get_by_text("Metadata", exact=True).first
+            heading.evaluate("element => element.scrollIntoView({block: 'start'})")
+            shots("diff")
+        except BaseException:
+            print(f"--- webserver log tail ({log}) ---\n{web.log_tail(200)}")
+            raise
 
 
 def test_promote_switches_readers_and_rollback_restores_blue_exactly(built: Release, spark) -> None:

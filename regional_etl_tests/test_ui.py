@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from regional_etl import definitions
 from regional_etl.backfill import LAUNCH, backfill_params
 from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing, write_drop
 from regional_etl.partitions import parse_date_region
+from regional_etl_tests.browser import VIEWPORT, Shots, chromium
 from regional_etl_tests.e2e_support import (
     CHECK_EXECUTIONS_QUERY,
     HOST,
@@ -40,8 +41,6 @@ from regional_etl_tests.e2e_support import (
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
 ROWS = 200
 # Dates inside the bundled ECB history, each step on days of its own so the steps stay
 # independent of their order.
@@ -290,36 +289,13 @@ def assert_tables(spark: Any, project: UIProject, keys: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright's own driver (never a downloaded
-    browser: scripts/setup.sh installs the `chromium` package)."""
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/setup.sh"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-class Shots:
-    """Numbered screenshots of one test, in its tmp_path and in artifacts/browser/ for CI."""
-
-    def __init__(self, page: Any, folder: Path, prefix: str) -> None:
-        self.page, self.folder, self.prefix, self.count = page, folder, prefix, 0
-
-    def __call__(self, step: str) -> Path:
-        self.count += 1
-        name = f"{self.prefix}-{self.count:02d}-{step}.png"
-        path = self.folder / name
-        self.page.screenshot(path=str(path))
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, ARTIFACTS / name)
-        return path
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Any, ui: UIProject) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(60_000)
     # The webserver greets a new instance with a newsletter dialog, once, at a moment of its
