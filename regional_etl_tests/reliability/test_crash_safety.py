@@ -171,7 +171,12 @@ def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("point", "job", "partition", "name"), KILL_POINTS)
 def test_the_spark_server_killed_mid_write_heals_within_the_run(
+    point: str,
+    job: str,
+    partition: str,
+    name: str,
     landed: Pipeline,
     instance: DagsterInstance,
     spark,
@@ -187,7 +192,7 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
         REGIONAL_ETL_SPARK_IDLE_MINUTES="2",
         REGIONAL_ETL_LANDING_STEP_RETRY_DELAY_SECONDS="0.5",
     )
-    table = landed.warehouse / "bronze/raw_orders"
+    table = landed.warehouse / name
     before = _version(table)
     killed: list[int] = []
 
@@ -197,7 +202,7 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
         os.kill(current.jvm_pid, signal.SIGKILL)
         killed.append(current.jvm_pid)
 
-    argv = launcher_argv(landed, pipeline_fx_server.url, "regional_orders_job", f"{DATE}|eu-west")
+    argv = launcher_argv(landed, pipeline_fx_server.url, job, partition)
     try:
         with process_groups(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -211,7 +216,7 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
     partitions = [(DATE, r) for r in REGIONS]
     verdict = judge(spark, landed.landing, landed.warehouse, partitions)
     print(
-        f"\n[reliability] crash: Spark server JVM SIGKILL during ingest: mid_write={mid_write} "
+        f"\n[reliability] crash: Spark server JVM SIGKILL during {point}: mid_write={mid_write} "
         f"run_success={outcome['success']} version {before}->{_version(table)} "
         f"orphan_files={orphans(table)} single_writer="
         f"{_single_writer_per_partition(spark, table)} {verdict.summary()}"
