@@ -155,10 +155,10 @@ def run_backfill(
     daemon = daemon_running(instance)
     with _workspace(defs, instance, in_process=not daemon) as workspace:
         backfill_id = _launch(workspace, defs, ready, title=f"regional-etl backfill {start}..{end}")
-        run_log = _run_log(instance, backfill_id)
+        run_log = None if daemon else _run_log(instance, backfill_id)
         while (state := _progress(workspace, backfill_id, orders)).status not in TERMINAL:
             progress(state)
-            if daemon:
+            if run_log is None:  # the daemon executes it
                 time.sleep(POLL_SECONDS)
                 continue
             # The runs executing here print what a daemon's runs print to their own processes:
@@ -168,7 +168,7 @@ def run_backfill(
                 _iterate(workspace, backfill_id)
         progress(state)
     report = _report(instance, backfill_id, ready, orders)
-    report.run_log = "" if daemon else str(run_log)
+    report.run_log = str(run_log or "")
     report.status = state.status
     report.executed_by = "the daemon" if daemon else "this process (no daemon running)"
     report.outcomes.update(not_ready)

@@ -49,9 +49,11 @@ class Shots:
 def skip_newsletter(page: Any, timeout_ms: float = 20_000) -> None:
     """A new instance's webserver greets the first visit with a newsletter dialog, at a moment
     of its own and possibly on top of another dialog: skipped by an event, not a pointer click,
-    whenever it shows, and waited for once here."""
+    whenever it shows; waited for up to `timeout_ms` here (0: not waited for)."""
     skip = page.get_by_role("button", name="Skip")
     page.add_locator_handler(skip, lambda: skip.dispatch_event("click"))
+    if not timeout_ms:
+        return
     try:
         skip.wait_for(timeout=timeout_ms)
         skip.dispatch_event("click")

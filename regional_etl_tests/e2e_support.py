@@ -50,9 +50,10 @@ def isolated_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def daemon_env(home: Path, landing: Path, warehouse: Path, **extra: str) -> dict[str, str]:
-    """`isolated_env` for a daemon or `dagster dev` on a test's folders, with the volume floor
-    and the warning ratio of the gates scaled down to small drops with anomalies."""
+def product_env(home: Path, landing: Path, warehouse: Path, **extra: str) -> dict[str, str]:
+    """`isolated_env` for the product's own processes (`dagster-daemon`, `dagster dev`, the
+    CLI) on a test's folders, with the volume floor and the warning ratio of the gates scaled
+    down to small drops with anomalies."""
     return isolated_env(
         {
             "DAGSTER_HOME": str(home),
@@ -215,7 +216,8 @@ def dagster_dev(
     (nothing is launched behind the test's back: no sensor, schedule or automation)."""
     port = free_port()
     code = ["-w", str(target)] if isinstance(target, Path) else ["-m", target]
-    command = [str(DAGSTER_BIN), "dev"] if daemon else [str(DAGSTER_BIN) + "-webserver"]
+    webserver = DAGSTER_BIN.with_name("dagster-webserver")
+    command = [str(DAGSTER_BIN), "dev"] if daemon else [str(webserver)]
     argv = [*command, *code, "-h", HOST, "-p", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -16,6 +16,7 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     DagsterInstance,
+    ExecuteInProcessResult,
     RunRequest,
     SensorResult,
     build_schedule_context,
@@ -56,6 +57,19 @@ def tick(instance: DagsterInstance, landing: Path, cursor: str | None) -> Sensor
 
 def requested(result: SensorResult) -> list[tuple[str | None, str | None]]:
     return sorted((r.job_name, r.partition_key) for r in result.run_requests or [])
+
+
+def ingest(
+    pipeline: Pipeline, instance: DagsterInstance, partition: str, raise_on_error: bool = True
+) -> ExecuteInProcessResult:
+    """bronze and silver of one (date, region), as a regional run makes them."""
+    return materialize(
+        [raw_orders, orders],
+        partition_key=partition,
+        resources=pipeline.resources,
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
 
 
 def test_landing_sensor_new_redelivered_out_of_order_and_incomplete_drops(
@@ -137,13 +151,7 @@ def test_reprocessing_one_region_updates_daily_revenue_of_that_date_only(
     settled = evaluate_automation_conditions(defs=pipeline.defs, instance=instance)
     assert settled.get_requested_partitions(AssetKey("daily_revenue")) == set()
 
-    rerun = materialize(
-        [raw_orders, orders],
-        partition_key="2024-03-08|eu-west",
-        resources=pipeline.resources,
-        instance=instance,
-    )
-    assert rerun.success
+    assert ingest(pipeline, instance, "2024-03-08|eu-west").success
     after = evaluate_automation_conditions(
         defs=pipeline.defs, instance=instance, cursor=settled.cursor
     )
@@ -162,24 +170,14 @@ def test_a_region_updated_between_the_request_of_its_date_and_the_next_tick_is_n
         [fx_rates], partition_key="2024-03-08", resources=pipeline.resources, instance=instance
     ).success
     for region in REGIONS:
-        assert materialize(
-            [raw_orders, orders],
-            partition_key=f"2024-03-08|{region}",
-            resources=pipeline.resources,
-            instance=instance,
-        ).success
+        assert ingest(pipeline, instance, f"2024-03-08|{region}").success
     first = evaluate_automation_conditions(
         defs=pipeline.defs, instance=instance, cursor=before.cursor
     )
     assert first.get_requested_partitions(AssetKey("daily_revenue")) == {"2024-03-08"}
     gold = pipeline.defs.resolve_job_def("daily_revenue_job")
     assert gold.execute_in_process(instance=instance, partition_key="2024-03-08").success
-    assert materialize(
-        [raw_orders, orders],
-        partition_key="2024-03-08|eu-west",
-        resources=pipeline.resources,
-        instance=instance,
-    ).success
+    assert ingest(pipeline, instance, "2024-03-08|eu-west").success
     second = evaluate_automation_conditions(
         defs=pipeline.defs, instance=instance, cursor=first.cursor
     )
@@ -203,13 +201,7 @@ def test_a_failed_gate_keeps_the_date_out_of_automation(
     for f in (pipeline.landing / "region=us-west" / "date=2024-03-08").glob("*.jsonl"):
         f.unlink()
     write_drop(pipeline.landing, "2024-03-08", "us-west", [LINE.replace("EUR", "USD")])
-    bad = materialize(
-        [raw_orders, orders],
-        partition_key="2024-03-08|us-west",
-        resources=pipeline.resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    bad = ingest(pipeline, instance, "2024-03-08|us-west", raise_on_error=False)
     assert not bad.success
     after = evaluate_automation_conditions(
         defs=pipeline.defs, instance=instance, cursor=settled.cursor

@@ -13,7 +13,7 @@ import pytest
 
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
-from regional_etl_tests.e2e_support import isolated_env
+from regional_etl_tests.e2e_support import product_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,15 +51,12 @@ def test_a_backfill_without_a_daemon_shows_progress_and_a_summary_only(
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     generate_landing(landing, dt.date(2024, 3, 4), dt.date(2024, 3, 4), rows=20, seed=2)
-    env = isolated_env(
-        {
-            "DAGSTER_HOME": str(home),
-            "REGIONAL_ETL_LANDING": str(landing),
-            "REGIONAL_ETL_WAREHOUSE": str(tmp_path / "warehouse"),
-            "REGIONAL_ETL_FX_URL": pipeline_fx_server.url,
-            "REGIONAL_ETL_GATE_MIN_ROWS": "10",
-            "PYTHONPATH": str(REPO),
-        }
+    env = product_env(
+        home,
+        landing,
+        tmp_path / "warehouse",
+        REGIONAL_ETL_FX_URL=pipeline_fx_server.url,
+        PYTHONPATH=str(REPO),
     )
     argv = [
         sys.executable,

@@ -23,7 +23,7 @@ from regional_etl.assets.reference import fx_rates
 from regional_etl.contract import REGIONS
 from regional_etl.generate import generate_landing
 from regional_etl_tests.conftest import Pipeline
-from regional_etl_tests.e2e_support import Daemon, E2EError, daemon_env, dagster_daemon
+from regional_etl_tests.e2e_support import Daemon, E2EError, dagster_daemon, product_env
 from regional_etl_tests.oracle import assert_warehouse_matches
 from regional_etl_tests.postgres_server import PostgresServer, postgres_server
 
@@ -186,7 +186,7 @@ def test_daemon_on_postgres_brings_landing_drops_to_gold(
     day = dt.date.fromisoformat(DATE)
     generate_landing(pipeline.landing, day, day, rows=ROWS, seed=29, anomalies=True)
     with postgres_server(tmp_path / "postgres.log") as pg:
-        env = daemon_env(home, pipeline.landing, pipeline.warehouse, **pg.dagster_env())
+        env = product_env(home, pipeline.landing, pipeline.warehouse, **pg.dagster_env())
         # The test reads and writes the same instance as the daemon, through the same yaml.
         for name, value in pg.dagster_env().items():
             monkeypatch.setenv(name, value)

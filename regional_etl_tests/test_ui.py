@@ -11,13 +11,12 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from regional_etl import definitions
@@ -25,7 +24,7 @@ from regional_etl.backfill import LAUNCH, backfill_params
 from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing, write_drop
 from regional_etl.partitions import parse_date_region
-from regional_etl_tests.browser import VIEWPORT, Shots, chromium
+from regional_etl_tests.browser import VIEWPORT, Shots, chromium, skip_newsletter
 from regional_etl_tests.e2e_support import (
     CHECK_EXECUTIONS_QUERY,
     HOST,
@@ -298,16 +297,10 @@ def page(browser: Any, ui: UIProject) -> Iterator[Any]:
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(60_000)
-    # The webserver greets a new instance with a newsletter dialog, once, at a moment of its
-    # own, possibly on top of another dialog: skipped by an event, not a pointer click.
-    skip = page.get_by_role("button", name="Skip")
-    page.add_locator_handler(skip, lambda: skip.dispatch_event("click"))
     if not ui.greeted:
         page.goto(ui.dev.url)
-        with suppress(PlaywrightTimeout):
-            skip.wait_for(timeout=20_000)
-            skip.dispatch_event("click")
-        ui.greeted = True
+    skip_newsletter(page, 0 if ui.greeted else 20_000)
+    ui.greeted = True
     try:
         yield page
     finally:

@@ -34,10 +34,11 @@ from regional_etl.contract import REGIONS
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
 from regional_etl_tests.conftest import Pipeline
-from regional_etl_tests.e2e_support import daemon_env, dagster_daemon, wait_for
+from regional_etl_tests.e2e_support import dagster_daemon, product_env, wait_for
 from regional_etl_tests.procs import process_groups
 from regional_etl_tests.reliability.conftest import judge, launcher_argv, launcher_env
 
+REPO = Path(__file__).resolve().parents[2]
 DATE = "2024-03-08"
 # Where each kill lands: the job of the run and the table whose write is watched.
 KILL_POINTS = [
@@ -246,8 +247,8 @@ def _stop_server(state: Path) -> None:
 
 # --- a run worker killed under the daemon, as users run the pipeline -------------------------
 
-REPO = Path(__file__).resolve().parents[2]
-KILLED_PARTITION = f"{DATE}|eu-west"
+KILLED_REGION = "eu-west"
+KILLED_PARTITION = f"{DATE}|{KILLED_REGION}"
 DAEMON_TIMEOUT = 20 * 60.0
 
 
@@ -281,8 +282,10 @@ def _started_worker(instance: DagsterInstance) -> tuple[str, int] | None:
     return (run.run_id, pid) if run and pid else None
 
 
-def _eu_west_files(table: Path) -> set[str]:
-    return {f for f in _data_files(table) if "region=eu-west" in f} if table.exists() else set()
+def _killed_region_files(table: Path) -> set[str]:
+    if not table.exists():
+        return set()
+    return {f for f in _data_files(table) if f"region={KILLED_REGION}" in f}
 
 
 def _finished(run: DagsterRun | None) -> DagsterRun | None:
@@ -306,7 +309,7 @@ def test_a_run_worker_killed_under_the_daemon_fails_and_its_retry_heals(
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     day = dt.date.fromisoformat(DATE)
     generate_landing(pipeline.landing, day, day, rows=3000, seed=8, anomalies=True)
-    env = daemon_env(home, pipeline.landing, pipeline.warehouse)
+    env = product_env(home, pipeline.landing, pipeline.warehouse)
     silver = pipeline.warehouse / "silver/orders"
     log = tmp_path / "dagster-daemon.log"
     with DagsterInstance.from_config(str(home)) as instance:
@@ -324,10 +327,10 @@ def test_a_run_worker_killed_under_the_daemon_fails_and_its_retry_heals(
                     0.5,
                     daemon.check_alive,
                 )
-                before = _eu_west_files(silver)
+                before = _killed_region_files(silver)
                 version = wait_for(
                     "the eu-west silver write",
-                    lambda: _version(silver) if _eu_west_files(silver) - before else None,
+                    lambda: _version(silver) if _killed_region_files(silver) - before else None,
                     DAEMON_TIMEOUT,
                     0.01,
                 )

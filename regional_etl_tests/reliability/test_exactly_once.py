@@ -13,6 +13,7 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    RunsFilter,
     SensorResult,
     build_sensor_context,
     evaluate_automation_conditions,
@@ -91,9 +92,7 @@ class Driver:
             self.launched["daily_revenue_job"] += 1
 
 
-def _run_key_filter(run_key: str):
-    from dagster import RunsFilter
-
+def _run_key_filter(run_key: str) -> RunsFilter:
     return RunsFilter(tags={RUN_KEY: run_key})
 
 
