@@ -84,22 +84,23 @@ def describe(record: RunRecord) -> str:
 
 
 def wait_for_gold(instance: DagsterInstance, daemon: Daemon) -> None:
-    """Poll until daily_revenue|DATE is materialized; fail early (after a grace for a daemon
-    run retry) when a run of the date failed, since nothing would then bring the date to gold."""
+    """Poll until daily_revenue|DATE is materialized and its run has ended (the materialization
+    is recorded a moment before the run's end); fail early (after a grace for a daemon run
+    retry) when a run of the date failed, since nothing would then bring the date to gold."""
     deadline = time.monotonic() + PIPELINE_TIMEOUT
     failed_since: float | None = None
     last = ""
     while True:
         daemon.check_alive()
-        if DATE in instance.get_materialized_partitions(AssetKey("daily_revenue")):
-            return
         runs = runs_of_date(instance)
+        active = [r for r in runs if r.dagster_run.status not in TERMINAL]
+        if DATE in instance.get_materialized_partitions(AssetKey("daily_revenue")) and not active:
+            return
         state = ", ".join(describe(r) for r in runs)
         if state != last:
             print(f"{dt.datetime.now():%H:%M:%S} runs of {DATE}: {state or 'none yet'}")
             last = state
         failed = [r for r in runs if r.dagster_run.status == DagsterRunStatus.FAILURE]
-        active = [r for r in runs if r.dagster_run.status not in TERMINAL]
         if failed and not active:
             failed_since = failed_since or time.monotonic()
             if time.monotonic() - failed_since > FAILURE_GRACE:
