@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,10 @@ LOG_FILE = "server.log"
 # Touched by every client before it connects: the supervisor never stops a server that a client
 # has just chosen, even if that client has not opened its connection yet.
 LEASE_FILE = "client.lease"
+# Spark's block-manager and shuffle files, one folder per supervisor pid. A JVM that is
+# SIGKILLed (out of memory, a lost container) never deletes its folders; in the system /tmp they
+# would pile up for good, here the next supervisor removes those of dead ones.
+SCRATCH_DIR = "scratch"
 START_TIMEOUT_SECONDS = 180.0
 POLL_SECONDS = 5.0
 
@@ -59,6 +64,13 @@ SERVER_CONF: dict[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.databricks.delta.snapshotPartitions": "2",
+    # A long-lived JVM keeps every heap page it ever committed: after one big backfill the idle
+    # server would hold its whole heap beside the runs for the rest of the day. A periodic
+    # G1 cycle when idle gives back what the live data does not need.
+    "spark.driver.extraJavaOptions": (
+        "-XX:+UseG1GC -XX:G1PeriodicGCInterval=30000 -XX:MinHeapFreeRatio=10 "
+        "-XX:MaxHeapFreeRatio=30"
+    ),
 }
 
 
@@ -167,7 +179,7 @@ def describe(state: ServerState) -> dict[str, object]:
     }
 
 
-def server_command(port: int, master: str = "local[*]") -> list[str]:
+def server_command(port: int, master: str = "local[*]", scratch: Path | None = None) -> list[str]:
     """The spark-submit command line of a Connect server with the Delta jars from set-up.
 
     `master` other than local runs the same server as the driver of a cluster (for example a
@@ -180,6 +192,7 @@ def server_command(port: int, master: str = "local[*]") -> list[str]:
         "spark.master": master,
         "spark.connect.grpc.binding.port": str(port),
         "spark.driver.memory": settings.SPARK_DRIVER_MEMORY.get() or "2g",
+        **({"spark.local.dir": str(scratch)} if scratch else {}),
         **_extra_conf(),
     }
     command = [
@@ -253,7 +266,10 @@ def supervise(directory: Path) -> int:
     env = settings.environment(SPARK_HOME=str(spark_home()))
     # glibc gives every JVM thread that allocates natively its own 64 MiB arena; two are plenty.
     env.setdefault("MALLOC_ARENA_MAX", "2")
-    jvm = subprocess.Popen(server_command(port), stdin=subprocess.DEVNULL, cwd=directory, env=env)
+    scratch = _fresh_scratch(directory)
+    jvm = subprocess.Popen(
+        server_command(port, scratch=scratch), stdin=subprocess.DEVNULL, cwd=directory, env=env
+    )
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -306,7 +322,20 @@ def supervise(directory: Path) -> int:
             if current.get("supervisor_pid") == os.getpid():
                 state_path.unlink()
         _terminate(jvm)
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _fresh_scratch(directory: Path) -> Path:
+    """This supervisor's scratch folder, after removing those of supervisors that are gone."""
+    root = directory / SCRATCH_DIR
+    root.mkdir(exist_ok=True)
+    scratch = root / str(os.getpid())
+    for folder in root.iterdir():
+        if folder == scratch or not (folder.name.isdigit() and _pid_alive(int(folder.name))):
+            shutil.rmtree(folder, ignore_errors=True)
+    scratch.mkdir()
+    return scratch
 
 
 def _terminate(process: subprocess.Popen, grace: float = 20.0) -> None:

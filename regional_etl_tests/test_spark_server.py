@@ -46,6 +46,11 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     own_server_dir: Path,
 ) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # What a supervisor killed with its JVM leaves: a scratch folder under a pid now dead.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = own_server_dir / spark_server.SCRATCH_DIR / str(gone.pid) / "blockmgr-0"
+    left.mkdir(parents=True)
     client = [sys.executable, "-c", CLIENT]
     with process_groups(
         client, client, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -57,6 +62,7 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     first = spark_server.read_state()
     assert first is not None and first.server_id in ids
     assert first.url.startswith("sc://127.0.0.1:")
+    assert not left.parent.exists()  # removed by the new supervisor
 
     status = subprocess.run(
         [sys.executable, "-m", "regional_etl.cli", "spark-server", "status"],
@@ -87,6 +93,8 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     _wait_for(lambda: spark_server.read_state() is None, 120, "the idle stop")
     _wait_for(lambda: not _alive(second.jvm_pid), 30, "the JVM exiting")
     assert "idle for" in (own_server_dir / spark_server.LOG_FILE).read_text()
+    # Both servers' block-manager folders went with them, the SIGKILLed JVM's too.
+    assert not list((own_server_dir / spark_server.SCRATCH_DIR).iterdir())
 
 
 def _alive(pid: int) -> bool:
