@@ -32,8 +32,8 @@ TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2"}
 def no_process_left_behind() -> Iterator[None]:
     """The suite ends with no java or dagster process of its own: every process it starts
     inherits a marker unique to this session, and none that carries it may outlive the session.
-    The shared local Spark server is the one exception: `spark_server_left_as_found` (torn down
-    before this) stops it, or leaves it to the clients of other sessions and its idle stop."""
+    The shared local Spark server is the one exception: `pytest_unconfigure` stops it at the
+    very end, or leaves it to the clients of other sessions and its idle stop."""
     marker = uuid.uuid4().hex
     os.environ[SESSION_MARKER] = marker
     yield
@@ -49,16 +49,24 @@ def no_process_left_behind() -> Iterator[None]:
     assert not left, f"processes of this test session still running: {left}"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def spark_server_left_as_found(no_process_left_behind: None) -> Iterator[None]:
-    """The product's local Spark Connect server is started by whichever test first needs it (a
-    Spark test, or a run under `dagster dev`); at the end of the test session it is stopped
-    again, unless it was already running before (a developer's) or another client still uses
-    it (another test session)."""
-    already_running = spark_server.read_state() is not None
-    yield
+# The product's local Spark Connect server is started by whichever test first needs it (a Spark
+# test, or a run under `dagster dev`) in whichever pytest-xdist worker runs it first. The process
+# that runs no tests (the xdist controller, or pytest itself without xdist) decides at the very
+# end, once every worker has ended: the server is stopped again unless it was running before
+# the suite (a developer's) or another client still uses it (another test session).
+SERVER_WAS_RUNNING = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        config.stash[SERVER_WAS_RUNNING] = spark_server.read_state() is not None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or config.stash.get(SERVER_WAS_RUNNING, True):
+        return
     state = spark_server.read_state()
-    if not already_running and state is not None and not spark_server.connected_clients(state.port):
+    if state is not None and not spark_server.connected_clients(state.port):
         spark_server.stop()
 
 
@@ -142,3 +150,21 @@ def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeli
 def instance() -> Iterator[DagsterInstance]:
     with instance_for_test() as inst:
         yield inst
+
+
+# The longest file by far: 13 min alone, 17 min beside another worker (its benchmark runs
+# every variant, classic JVMs included). Started first, it runs beside all the other files
+# instead of holding up the end of the suite.
+LONGEST_FILES = ("test_benchmarks_quick.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest file, then the other slow ones, then the rest. `scripts/test.sh` hands whole
+    files to two xdist workers in this order, so that no long file starts near the end and
+    leaves one worker running alone."""
+    items.sort(
+        key=lambda item: (
+            item.path.name not in LONGEST_FILES,
+            item.get_closest_marker("slow") is None,
+        )
+    )

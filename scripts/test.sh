@@ -7,4 +7,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/pyright
-.venv/bin/python -m pytest "$@"
+# Two files at a time (a file's tests stay together, so each module fixture starts once): the
+# end-to-end tests spend most of their time waiting on daemon ticks, not on the two cores.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
