@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -42,7 +43,7 @@ LOG_FILE = "server.log"
 # Touched by every client before it connects: the supervisor never stops a server that a client
 # has just chosen, even if that client has not opened its connection yet.
 LEASE_FILE = "client.lease"
-# Spark's block-manager and shuffle files, one folder per supervisor pid. A JVM that is
+# Spark's block-manager, shuffle and temporary files, one folder per supervisor pid. A JVM that is
 # SIGKILLed (out of memory, a lost container) never deletes its folders; in the system /tmp they
 # would pile up for good, here the next supervisor removes those of dead ones.
 SCRATCH_DIR = "scratch"
@@ -192,9 +193,12 @@ def server_command(port: int, master: str = "local[*]", scratch: Path | None = N
         "spark.master": master,
         "spark.connect.grpc.binding.port": str(port),
         "spark.driver.memory": settings.SPARK_DRIVER_MEMORY.get() or "2g",
-        **({"spark.local.dir": str(scratch)} if scratch else {}),
         **_extra_conf(),
     }
+    if scratch:
+        conf["spark.local.dir"] = str(scratch)
+        # The JVM's own temporary files (Spark's spark-* folders, native libraries) too.
+        conf["spark.driver.extraJavaOptions"] += f" -Djava.io.tmpdir={shlex.quote(str(scratch))}"
     command = [
         str(spark_home() / "bin" / "spark-submit"),
         "--class",
