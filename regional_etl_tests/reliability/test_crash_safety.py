@@ -226,7 +226,8 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
     assert outcome["success"], err[-3000:]
     assert _single_writer_per_partition(spark, table)
     assert verdict.ok, verdict.mismatches
-    # The killed JVM's block-manager folders went with its supervisor, not left in a /tmp.
+    # The killed JVM's scratch (block-manager and temporary folders) went with its supervisor
+    # instead of staying in /tmp.
     assert not list((state / spark_server.SCRATCH_DIR).iterdir())
 
 
