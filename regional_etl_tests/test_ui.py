@@ -397,9 +397,10 @@ def report_click(ui: UIProject, clicked: float, seen: float) -> None:
     """What a user waits for after clicking Launch on one partition: printed and kept in
     artifacts/browser/click.json for the benchmark notes (issue 11), never asserted on (the
     machine's load decides it). The run's own times come from the instance."""
+    partition = parse_date_region(UI_PARTITION)
     tags = [
-        {"key": "dagster/partition/date", "value": UI_PARTITION.split("|")[0]},
-        {"key": "dagster/partition/region", "value": UI_PARTITION.split("|")[1]},
+        {"key": "dagster/partition/date", "value": partition.order_date},
+        {"key": "dagster/partition/region", "value": partition.region},
     ]
     runs = ui.dev.graphql(RUNS_QUERY, {"filter": {"tags": tags}})["runsOrError"]["results"]
     [run] = runs  # the click launched exactly one run of the partition
