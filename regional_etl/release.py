@@ -299,7 +299,7 @@ def _read_or_empty(spark: SparkSession, path: str, table: Table) -> DataFrame:
 
 def table_versions(spark: SparkSession, warehouse: WarehouseResource, namespace: str) -> dict:
     return {
-        t.value: int(history(spark, warehouse.table(t, namespace)).collect()[0]["version"])
+        t.value: int(history(spark, warehouse.table(t, namespace), 1).collect()[0]["version"])
         for t in DIFF_KEYS
     }
 

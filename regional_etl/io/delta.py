@@ -28,6 +28,9 @@ _CONFLICTS = (
     "MetadataChangedException",
 )
 CONFLICT_RETRIES = 10
+# Where a run looks for its own commit: the other writers of a table commit a few times at most
+# between a run's commit and its lookup, and reading the whole history grows with the log.
+RECENT_COMMITS = 50
 
 
 def is_write_conflict(exc: BaseException) -> bool:
@@ -83,9 +86,11 @@ def ensure_table(spark: SparkSession, path: str, table: Table) -> None:
             time.sleep(0.2 * (attempt + 1))
 
 
-def history(spark: SparkSession, path: str) -> DataFrame:
-    """The table's commits (`DESCRIBE HISTORY`), newest first."""
-    return spark.sql(f"DESCRIBE HISTORY delta.{_sql_ident(path)}")
+def history(spark: SparkSession, path: str, limit: int | None = None) -> DataFrame:
+    """The table's commits (`DESCRIBE HISTORY`), newest first; the newest `limit` only if given.
+    Delta reads one log file per commit listed: without a limit, every commit since the first."""
+    limit_clause = f" LIMIT {int(limit)}" if limit else ""
+    return spark.sql(f"DESCRIBE HISTORY delta.{_sql_ident(path)}{limit_clause}")
 
 
 def _sql_ident(path: str) -> str:
@@ -174,11 +179,12 @@ def commit_of(spark: SparkSession, path: str, run_id: str) -> WriteResult:
     other runs writing the same table at once, "the latest commit" may be theirs.
 
     Replacing nothing with nothing (an empty quarantine, say) commits nothing: then the result
-    is the table's current version, with no rows and no files.
+    is the table's current version, with no rows and no files. Only the newest RECENT_COMMITS
+    commits are looked at.
     """
     from pyspark.sql import functions as F
 
-    commits = history(spark, path)
+    commits = history(spark, path, RECENT_COMMITS)
     own = commits.where(F.col("userMetadata") == run_id)
     [commit] = own.orderBy(F.col("version").desc()).limit(1).collect() or [None]
     if commit is None:
