@@ -3,7 +3,7 @@ benchmarks run the same code without Dagster."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -86,12 +86,14 @@ def run_silver(
     run_id: str,
     gates: QualityGateResource,
     after_step: Callable[[str], None] = lambda step: None,
+    landing: Mapping[DateRegion, int] | None = None,
 ) -> SilverRun:
     """Classify, convert and gate the bronze lines of `partitions`, then publish them:
     write-audit-publish, so a partition that fails a blocking gate has its silver/orders partition
     emptied and only its line-level rejects written. `after_step` is called with each step's name
-    as it ends (the profile times them). `MissingFXRatesError` before any write if a date has no
-    FX rates."""
+    as it ends (the profile times them). `landing` is `landing_lines(...)` of the partitions if
+    the caller has it already. `MissingFXRatesError` before any write if a date has no FX
+    rates."""
     from pyspark import StorageLevel
 
     spark = bronze.sparkSession
@@ -105,7 +107,9 @@ def run_silver(
     frames = silver_frames(bronze, fx, run_id)
     frames.lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        stats = _partition_stats(frames.gate_stats, partitions, warehouse.landing())
+        if landing is None:
+            landing = landing_lines(warehouse.landing(), partitions)
+        stats = _partition_stats(frames.gate_stats, partitions, landing)
         problems = schema_problems(frames.orders.schema, schema(Table.ORDERS))
         verdicts = {p: orders_verdicts(stats[p], problems, gates) for p in partitions}
         after_step("classify + convert + cache + gate")
@@ -136,21 +140,29 @@ def run_silver(
     return SilverRun(stats, verdicts, orders, quarantine)
 
 
+def landing_lines(landing: Path, partitions: Sequence[DateRegion]) -> dict[DateRegion, int]:
+    """The lines of each partition's landing drop, counted outside Spark, for the gates to
+    reconcile with; -1 for a drop being redelivered (it cannot be reconciled now)."""
+    counts: dict[DateRegion, int] = {}
+    for p in partitions:
+        try:
+            counts[p] = count_lines([ready_drop(landing, p)])
+        except DropNotReadyError:
+            counts[p] = -1
+    return counts
+
+
 def _partition_stats(
-    gate_stats: DataFrame, partitions: Sequence[DateRegion], landing: Path
+    gate_stats: DataFrame, partitions: Sequence[DateRegion], landing: Mapping[DateRegion, int]
 ) -> dict[DateRegion, PartitionStats]:
-    """Collect the one-pass gate numbers, and count landing lines outside Spark to reconcile."""
+    """Collect the one-pass gate numbers, with each partition's landing lines."""
     collected = {(str(r["order_date"]), r["region"]): r.asDict() for r in gate_stats.collect()}
     result: dict[DateRegion, PartitionStats] = {}
     for p in partitions:
-        try:
-            landing_lines = count_lines([ready_drop(landing, p)])
-        except DropNotReadyError:
-            landing_lines = -1  # the drop is being redelivered: cannot reconcile now
         row = collected.get((p.order_date, p.region))
         if row is None:
-            result[p] = PartitionStats.empty(landing_lines)
+            result[p] = PartitionStats.empty(landing[p])
             continue
         del row["order_date"], row["region"]
-        result[p] = PartitionStats(**row, landing_lines=landing_lines)
+        result[p] = PartitionStats(**row, landing_lines=landing[p])
     return result

@@ -15,9 +15,11 @@ from regional_etl.assets.reference import fx_rates
 from regional_etl.assets.silver import orders
 from regional_etl.backfill import run_backfill
 from regional_etl.contract import REGIONS
+from regional_etl.definitions import build_definitions
 from regional_etl.generate import generate_landing, write_drop
 from regional_etl.io.delta import history
-from regional_etl_tests.conftest import Pipeline
+from regional_etl.resources.spark import SparkResource
+from regional_etl_tests.conftest import TEST_SPARK_CONF, Pipeline
 from regional_etl_tests.oracle import assert_warehouse_matches
 from regional_etl_tests.test_catalog import (
     assert_catalog_metadata,
@@ -44,11 +46,17 @@ def landed(pipeline: Pipeline) -> Pipeline:
     return pipeline
 
 
+# Test drops are small, so the product evaluates them interpreted; the large backfills of
+# production compile. Both must give the contract's rows.
+@pytest.mark.parametrize("interpreted_max_rows", [100_000, 0], ids=["interpreted", "compiled"])
 def test_full_materialization_matches_the_contract(
-    landed: Pipeline, instance: DagsterInstance, spark
+    landed: Pipeline, instance: DagsterInstance, spark, interpreted_max_rows: int
 ) -> None:
+    spark_resource = SparkResource(
+        session_config=TEST_SPARK_CONF, interpreted_max_rows=interpreted_max_rows
+    )
     report = run_backfill(
-        landed.defs,
+        build_definitions({**landed.resources, "spark": spark_resource}),
         instance,
         DATES[0],
         DATES[-1],

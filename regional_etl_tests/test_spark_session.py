@@ -46,6 +46,29 @@ def test_every_resource_reaches_the_same_server(spark_server_state) -> None:
     assert spark_server.connected_clients(spark_server_state.port) >= 1
 
 
+def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_state) -> None:
+    resource = SparkResource(interpreted_max_rows=1_000)
+    small = resource.session_for(1_000)
+    assert small.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    assert small.conf.get("spark.sql.codegen.wholeStage") == "false"
+    query = "SELECT sum(id * 3) AS s, count(DISTINCT id % 7) AS d FROM range(100) WHERE id > 9"
+    interpreted = small.sql(query).collect()
+
+    large = resource.session_for(1_001)
+    assert large is small
+    assert large.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+    assert large.conf.get("spark.sql.codegen.wholeStage") == "true"
+    assert large.sql(query).collect() == interpreted == [(14715, 7)]
+    large.stop()
+
+    # What the user set explicitly wins over the choice by size.
+    pinned = SparkResource(session_config={"spark.sql.codegen.wholeStage": "true"})
+    session = pinned.session_for(10)
+    assert session.conf.get("spark.sql.codegen.wholeStage") == "true"
+    assert session.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    session.stop()
+
+
 def _listening_addresses(pid: int) -> list[tuple[str, int]]:
     """(address, port) of the TCP sockets in LISTEN state that `pid` owns."""
     inodes = set()

@@ -54,9 +54,10 @@ def raw_orders(
     except (DropNotReadyError, LandingFileError) as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     with spark.connection_errors():
-        lines = read_drops(spark.spark_session, warehouse.landing(), drops)
+        session = spark.session_for(landing_lines)
+        lines = read_drops(session, warehouse.landing(), drops)
         result = write_bronze(lines, warehouse, partitions, context.run_id)
-        table_rows = catalog.table_rows(spark.spark_session, result)
+        table_rows = catalog.table_rows(session, result)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.
         raise Failure(

@@ -116,7 +116,8 @@ def _materialize_fx_rates(
         f"retried, step attempt {context.retry_number + 1}"
     )
     with spark.connection_errors():
-        frame = spark.spark_session.createDataFrame(rows, schema(Table.FX_RATES))
+        session = spark.session_for(len(rows))
+        frame = session.createDataFrame(rows, schema(Table.FX_RATES))
         result = replace_partitions(
             frame.coalesce(1),
             warehouse.table(Table.FX_RATES),
@@ -124,7 +125,7 @@ def _materialize_fx_rates(
             daily_predicate(dates),
             context.run_id,
         )
-        table_rows = catalog.table_rows(spark.spark_session, result)
+        table_rows = catalog.table_rows(session, result)
     yield MaterializeResult(
         metadata={
             **result.metadata(),

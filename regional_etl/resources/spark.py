@@ -27,6 +27,22 @@ SESSION_DEFAULTS: dict[str, str] = {
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
 }
 
+# How a step's expressions are evaluated, by the size of its input. Spark compiles the
+# expressions of every query to bytecode (Janino), warm server or not: the compile is a fixed
+# cost per query, about a third of the server's CPU in a run of one (date, region), where a
+# query sees 25,000 rows. Interpreted evaluation skips it and is slower per row. Measured on a
+# warm local server (2 cores), bronze + silver: 25,000 lines 6.7 s interpreted against 9.4 s
+# compiled, 100,000 lines 9.4 s against 11.2 s, 400,000 lines 24.6 s against 17.7 s.
+# `factoryMode` is an internal Spark setting; NO_CODEGEN is its interpreted mode.
+INTERPRETED: dict[str, str] = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+COMPILED: dict[str, str] = {
+    "spark.sql.codegen.wholeStage": "true",
+    "spark.sql.codegen.factoryMode": "FALLBACK",
+}
+
 
 class SparkResource(ConfigurableResource):
     """Spark with Delta Lake through Spark Connect: each run is a thin client of a warm Spark.
@@ -48,6 +64,12 @@ class SparkResource(ConfigurableResource):
         description="Spark SQL settings of this client's session; they win over the defaults "
         "(UTC, 4 shuffle partitions, TIMESTAMP_MICROS, no deletion vectors).",
     )
+    interpreted_max_rows: int = Field(
+        default=100_000,
+        description="Steps over at most this many input rows evaluate Spark expressions "
+        "interpreted instead of compiling them: the compile costs more than it saves on small "
+        "inputs (one (date, region) of 25,000 lines: 30% faster). 0 always compiles.",
+    )
     connect_retries: int = Field(
         default=5,
         description="Client retries of an unreachable server (backoff from 50 ms, x4, at most "
@@ -56,15 +78,28 @@ class SparkResource(ConfigurableResource):
 
     _session: Any = PrivateAttr(default=None)
     _server_id: str | None = PrivateAttr(default=None)
+    _evaluation: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def spark_session(self) -> SparkSession:
         """This resource's session; a new one if the local server was restarted meanwhile."""
         url, server_id = self._endpoint()
         if self._session is None or server_id != self._server_id:
-            self._session = _connect(url, {**SESSION_DEFAULTS, **self.session_config}, self)
+            conf = {**SESSION_DEFAULTS, **self._evaluation, **self.session_config}
+            self._session = _connect(url, conf, self)
             self._server_id = server_id
         return self._session
+
+    def session_for(self, rows: int) -> SparkSession:
+        """This resource's session, set up for a step whose input is about `rows` rows:
+        interpreted expressions up to `interpreted_max_rows`, compiled above (see INTERPRETED)."""
+        evaluation = INTERPRETED if rows <= self.interpreted_max_rows else COMPILED
+        # What the user set explicitly wins; the choice is kept for a session reopened later.
+        self._evaluation = {k: v for k, v in evaluation.items() if k not in self.session_config}
+        session = self.spark_session
+        for key, value in self._evaluation.items():
+            session.conf.set(key, value)
+        return session
 
     def url(self) -> str:
         return self._endpoint()[0]
