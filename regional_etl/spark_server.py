@@ -94,7 +94,7 @@ class ServerState:
 
     def alive(self) -> bool:
         # The command line too: after a reboot the pids of a stale state file may be others'.
-        return _pid_alive(self.supervisor_pid) and b"SparkConnectServer" in _cmdline(self.jvm_pid)
+        return pid_alive(self.supervisor_pid) and b"SparkConnectServer" in _cmdline(self.jvm_pid)
 
 
 def state_dir() -> Path:
@@ -336,7 +336,7 @@ def _fresh_scratch(directory: Path) -> Path:
     root.mkdir(exist_ok=True)
     scratch = root / str(os.getpid())
     for folder in root.iterdir():
-        if folder == scratch or not (folder.name.isdigit() and _pid_alive(int(folder.name))):
+        if folder == scratch or not (folder.name.isdigit() and pid_alive(int(folder.name))):
             shutil.rmtree(folder, ignore_errors=True)
     scratch.mkdir()
     return scratch
@@ -367,14 +367,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, exited but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped) is not a server.
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
@@ -382,7 +382,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _cmdline(pid: int) -> bytes:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes() if _pid_alive(pid) else b""
+        return Path(f"/proc/{pid}/cmdline").read_bytes() if pid_alive(pid) else b""
     except OSError:
         return b""
 

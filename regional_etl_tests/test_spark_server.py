@@ -39,7 +39,7 @@ def own_server_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     yield directory
     state = spark_server.stop()
     if state is not None:
-        assert not _alive(state.jvm_pid) and not _alive(state.supervisor_pid)
+        assert not any(map(spark_server.pid_alive, (state.jvm_pid, state.supervisor_pid)))
 
 
 def test_clients_starting_together_share_one_server_that_restarts_after_dying_and_stops_idle(
@@ -91,19 +91,10 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     # Idle: with no client left, the server stops itself (30 s here, polled every 5 s).
     resource.spark_session.stop()
     _wait_for(lambda: spark_server.read_state() is None, 120, "the idle stop")
-    _wait_for(lambda: not _alive(second.jvm_pid), 30, "the JVM exiting")
+    _wait_for(lambda: not spark_server.pid_alive(second.jvm_pid), 30, "the JVM exiting")
     assert "idle for" in (own_server_dir / spark_server.LOG_FILE).read_text()
     # Both servers' block-manager folders went with them, the SIGKILLed JVM's too.
     assert not list((own_server_dir / spark_server.SCRATCH_DIR).iterdir())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_for(condition, seconds: float, what: str) -> None:
