@@ -61,6 +61,10 @@ def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_s
     assert large.sql(query).collect() == interpreted == [(14715, 7)]
     large.stop()
 
+    always_compiled = SparkResource(interpreted_max_rows=0).session_for(0)
+    assert always_compiled.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+    always_compiled.stop()
+
     # What the user set explicitly wins over the choice by size.
     pinned = SparkResource(session_config={"spark.sql.codegen.wholeStage": "true"})
     session = pinned.session_for(10)

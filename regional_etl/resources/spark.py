@@ -93,7 +93,8 @@ class SparkResource(ConfigurableResource):
     def session_for(self, rows: int) -> SparkSession:
         """This resource's session, set up for a step whose input is about `rows` rows:
         interpreted expressions up to `interpreted_max_rows`, compiled above (see INTERPRETED)."""
-        evaluation = INTERPRETED if rows <= self.interpreted_max_rows else COMPILED
+        small = self.interpreted_max_rows > 0 and rows <= self.interpreted_max_rows
+        evaluation = INTERPRETED if small else COMPILED
         # What the user set explicitly wins; the choice is kept for a session reopened later.
         self._evaluation = {k: v for k, v in evaluation.items() if k not in self.session_config}
         session = self.spark_session
