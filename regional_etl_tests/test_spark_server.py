@@ -91,7 +91,13 @@ def test_clients_starting_together_share_one_server_that_restarts_after_dying_an
     # Idle: with no client left, the server stops itself (30 s here, polled every 5 s).
     resource.spark_session.stop()
     _wait_for(lambda: spark_server.read_state() is None, 120, "the idle stop")
-    _wait_for(lambda: not spark_server.pid_alive(second.jvm_pid), 30, "the JVM exiting")
+    # Each supervisor removes its scratch folder as it ends, after its JVM.
+    processes = (second.jvm_pid, first.supervisor_pid, second.supervisor_pid)
+    _wait_for(
+        lambda: not any(map(spark_server.pid_alive, processes)),
+        30,
+        "the JVM and both supervisors exiting",
+    )
     assert "idle for" in (own_server_dir / spark_server.LOG_FILE).read_text()
     # Both servers' block-manager folders went with them, the SIGKILLed JVM's too.
     assert not list((own_server_dir / spark_server.SCRATCH_DIR).iterdir())
