@@ -73,6 +73,20 @@ def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_s
     session.stop()
 
 
+def test_an_endpoint_refusing_the_evaluation_settings_runs_the_step_anyway(
+    spark_server_state, monkeypatch, caplog
+) -> None:
+    from regional_etl.resources import spark as spark_resource
+
+    # A static setting stands for what a managed endpoint refuses: the real server rejects it.
+    refused = {"spark.sql.warehouse.dir": "/elsewhere", **spark_resource.INTERPRETED}
+    monkeypatch.setattr(spark_resource, "INTERPRETED", refused)
+    session = SparkResource().session_for(10)
+    assert session.range(4).count() == 4
+    assert "refused the evaluation settings" in caplog.text
+    session.stop()
+
+
 def _listening_addresses(pid: int) -> list[tuple[str, int]]:
     """(address, port) of the TCP sockets in LISTEN state that `pid` owns."""
     inodes = set()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from dagster import ConfigurableResource, Failure, InitResourceContext
+from dagster import ConfigurableResource, Failure, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
 from regional_etl import spark_server
@@ -78,28 +78,37 @@ class SparkResource(ConfigurableResource):
 
     _session: Any = PrivateAttr(default=None)
     _server_id: str | None = PrivateAttr(default=None)
-    _evaluation: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def spark_session(self) -> SparkSession:
         """This resource's session; a new one if the local server was restarted meanwhile."""
         url, server_id = self._endpoint()
         if self._session is None or server_id != self._server_id:
-            conf = {**SESSION_DEFAULTS, **self._evaluation, **self.session_config}
-            self._session = _connect(url, conf, self)
+            self._session = _connect(url, {**SESSION_DEFAULTS, **self.session_config}, self)
             self._server_id = server_id
         return self._session
 
     def session_for(self, rows: int) -> SparkSession:
         """This resource's session, set up for a step whose input is about `rows` rows:
-        interpreted expressions up to `interpreted_max_rows`, compiled above (see INTERPRETED)."""
+        interpreted expressions up to `interpreted_max_rows`, compiled above (see INTERPRETED).
+        What `session_config` sets explicitly wins."""
+        from pyspark.errors import PySparkException
+
         small = self.interpreted_max_rows > 0 and rows <= self.interpreted_max_rows
         evaluation = INTERPRETED if small else COMPILED
-        # What the user set explicitly wins; the choice is kept for a session reopened later.
-        self._evaluation = {k: v for k, v in evaluation.items() if k not in self.session_config}
         session = self.spark_session
-        for key, value in self._evaluation.items():
-            session.conf.set(key, value)
+        try:
+            for key, value in evaluation.items():
+                if key not in self.session_config:
+                    session.conf.set(key, value)
+        except PySparkException as exc:
+            if _is_unavailable(exc):
+                raise
+            # A managed endpoint may refuse Spark's internal settings: only speed is at stake.
+            get_dagster_logger().warning(
+                f"{self.remote or 'the Spark server'} refused the evaluation settings, the step "
+                f"runs with its defaults: {str(exc).splitlines()[0]}"
+            )
         return session
 
     def url(self) -> str:
