@@ -78,7 +78,9 @@ def test_an_endpoint_refusing_the_evaluation_settings_runs_the_step_anyway(
 ) -> None:
     from regional_etl.resources import spark as spark_resource
 
-    # A static setting stands for what a managed endpoint refuses: the real server rejects it.
+    # Open-source Spark Connect has no way to forbid a session setting (no deny list), so no
+    # real server here refuses the evaluation settings themselves. A static setting is refused
+    # by the real server in the same way, so the list asked for gets one in front.
     refused = {"spark.sql.warehouse.dir": "/elsewhere", **spark_resource.INTERPRETED}
     monkeypatch.setattr(spark_resource, "INTERPRETED", refused)
     session = SparkResource().session_for(10)
