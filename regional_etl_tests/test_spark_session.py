@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from regional_etl import spark_server
-from regional_etl.parallel import concurrently
 from regional_etl.resources.spark import SparkResource
 from regional_etl_tests.procs import java_children
 
@@ -129,6 +126,10 @@ def test_two_actions_run_at_once_on_one_session_and_an_error_waits_for_the_other
 ) -> None:
     """`concurrently` on one Connect session: both results in order, and a failing action
     raises only once the other one (a Delta write here) has committed."""
+    import pytest
+
+    from regional_etl.parallel import concurrently
+
     evens, odds = concurrently(
         lambda: spark.range(0, 1000, 2).count(), lambda: spark.range(1, 1000, 2).count()
     )
