@@ -1,12 +1,11 @@
 """Independent Spark actions of one step, issued at once on one Spark Connect session.
 
-A run of one (date, region) is a chain of small Spark actions, each a round trip, a Delta log
-read and a few tasks, and the client only waits meanwhile. The Spark Connect client is made for
-threads (its tags and context extensions are per thread, every action is its own gRPC stream
-with its own operation id), and the server runs the jobs of one session side by side, so
+A run of one (date, region) is a chain of small Spark actions, each mostly a round trip, a
+Delta log read and one task: the server's other cores sit idle while the client waits. The
+Spark Connect client is thread-safe (every action is its own gRPC stream, tagged with its own
+operation id), and the server runs the jobs of one session side by side when cores are free, so
 actions that do not depend on each other, the writes of `silver/orders` and of its quarantine,
-say, can overlap. On a 2-core server that is already busy the gain is small: the `orders` step
-of one region-day went from 5.6 s to 5.1 s (median, benchmarks/README.md).
+say, can overlap. On a busy server they queue as they would have one after the other.
 """
 
 from __future__ import annotations
