@@ -17,7 +17,6 @@ from regional_etl.io.delta import (
     replace_partitions,
 )
 from regional_etl.io.landing import DropNotReadyError, count_lines, ready_drop
-from regional_etl.parallel import concurrently
 from regional_etl.partitions import DateRegion
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.transforms.gates import PartitionStats
@@ -100,46 +99,42 @@ def run_silver(
     spark = bronze.sparkSession
     dates = sorted({p.order_date for p in partitions})
     fx = read_table(spark, warehouse.table(Table.FX_RATES)).where(daily_predicate(dates))
-    counted = landing_lines(warehouse.landing(), partitions) if landing is None else landing
+    have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
+    if missing := sorted(set(dates) - have_fx):
+        raise MissingFXRatesError(missing)
+    after_step("fx presence check")
 
     frames = silver_frames(bronze, fx, run_id)
     frames.lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        # The presence check only reads the FX table: it runs beside the gate's pass, and
-        # nothing is written before both are back.
-        have_fx, stats = concurrently(
-            lambda: {str(r.order_date) for r in fx.select("order_date").distinct().collect()},
-            lambda: _partition_stats(frames.gate_stats, partitions, counted),
-        )
-        if missing := sorted(set(dates) - have_fx):
-            raise MissingFXRatesError(missing)
+        if landing is None:
+            landing = landing_lines(warehouse.landing(), partitions)
+        stats = _partition_stats(frames.gate_stats, partitions, landing)
         problems = schema_problems(frames.orders.schema, schema(Table.ORDERS))
         verdicts = {p: orders_verdicts(stats[p], problems, gates) for p in partitions}
-        after_step("classify + convert + cache + gate, fx presence check")
+        after_step("classify + convert + cache + gate")
         published = [p for p in partitions if not any(v.blocks for v in verdicts[p])]
         # The replaced range covers every partition of the run: blocked ones become empty.
         # The dedup window spread each partition's rows over every task: regroup them, or each
-        # (date, region) folder gets one small file per task. The two tables are independent
-        # commits, written side by side.
-        orders, quarantine = concurrently(
-            lambda: replace_partitions(
-                frames.orders.where(regional_predicate(published) if published else "false"),
-                warehouse.table(Table.ORDERS),
-                Table.ORDERS,
-                regional_predicate(partitions),
-                run_id,
-                one_file_per_partition=True,
-            ),
-            lambda: replace_partitions(
-                frames.quarantine,
-                warehouse.table(Table.ORDERS_QUARANTINE),
-                Table.ORDERS_QUARANTINE,
-                regional_predicate(partitions),
-                run_id,
-                one_file_per_partition=True,
-            ),
+        # (date, region) folder gets one small file per task.
+        orders = replace_partitions(
+            frames.orders.where(regional_predicate(published) if published else "false"),
+            warehouse.table(Table.ORDERS),
+            Table.ORDERS,
+            regional_predicate(partitions),
+            run_id,
+            one_file_per_partition=True,
         )
-        after_step("write orders + quarantine")
+        after_step("write orders")
+        quarantine = replace_partitions(
+            frames.quarantine,
+            warehouse.table(Table.ORDERS_QUARANTINE),
+            Table.ORDERS_QUARANTINE,
+            regional_predicate(partitions),
+            run_id,
+            one_file_per_partition=True,
+        )
+        after_step("write quarantine")
     finally:
         frames.lines.unpersist()
     return SilverRun(stats, verdicts, orders, quarantine)

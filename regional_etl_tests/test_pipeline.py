@@ -190,8 +190,10 @@ def test_run_silver_publishes_passing_partitions_and_empties_blocked_ones(spark,
     steps: list[str] = []
     run = run_silver(bronze, warehouse, partitions, "run-1", gates, after_step=steps.append)
     assert steps == [
-        "classify + convert + cache + gate, fx presence check",
-        "write orders + quarantine",
+        "fx presence check",
+        "classify + convert + cache + gate",
+        "write orders",
+        "write quarantine",
     ]
     assert run.blocked == [DateRegion(DATES[0], "eu-west")]
     assert run.stats[DateRegion(DATES[0], "eu-west")].orders == 1

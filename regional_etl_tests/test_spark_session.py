@@ -119,27 +119,3 @@ def _address(hex_host: str, family: int) -> str:
     if joined[:12] == b"\0" * 10 + b"\xff\xff":
         return ".".join(str(b) for b in joined[12:])
     return "::1" if joined == b"\0" * 15 + b"\1" else joined.hex()
-
-
-def test_two_actions_run_at_once_on_one_session_and_an_error_waits_for_the_other(
-    spark, tmp_path
-) -> None:
-    """`concurrently` on one Connect session: both results in order, and a failing action
-    raises only once the other one (a Delta write here) has committed."""
-    import pytest
-
-    from regional_etl.parallel import concurrently
-
-    evens, odds = concurrently(
-        lambda: spark.range(0, 1000, 2).count(), lambda: spark.range(1, 1000, 2).count()
-    )
-    assert (evens, odds) == (500, 500)
-
-    path = str(tmp_path / "written_beside_a_failure")
-
-    def fail() -> None:
-        spark.sql("SELECT * FROM delta.`/nonexistent/table`").collect()
-
-    with pytest.raises(Exception, match="nonexistent"):
-        concurrently(fail, lambda: spark.range(10).write.format("delta").save(path))
-    assert spark.read.format("delta").load(path).count() == 10

@@ -17,7 +17,6 @@ from regional_etl import catalog
 from regional_etl.checks import REVENUE_GATES, Verdict, partition_check_results
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
-from regional_etl.parallel import concurrently
 from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
 from regional_etl.policies import SPARK_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
@@ -105,11 +104,9 @@ def daily_revenue(
                 daily_predicate(complete),
                 context.run_id,
             )
-            written, table_rows = concurrently(
-                lambda: read_table(session, result.path).where(daily_predicate(complete)).collect(),
-                lambda: catalog.table_rows(session, result),
-            )
+            written = read_table(session, result.path).where(daily_predicate(complete)).collect()
             written_by_date = _by_date_and_region(written, complete)
+            table_rows = catalog.table_rows(session, result)
             for d in complete:
                 yield AssetMaterialization(
                     context.asset_key,

@@ -19,7 +19,6 @@ from regional_etl.checks import (
     step_asset_key,
 )
 from regional_etl.contract import Table
-from regional_etl.parallel import concurrently
 from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
 from regional_etl.pipeline import MissingFXRatesError, landing_lines, read_bronze, run_silver
 from regional_etl.policies import UPSTREAM_RETRY_POLICY
@@ -84,10 +83,8 @@ def orders(
             run = run_silver(
                 bronze, warehouse, partitions, context.run_id, quality_gates, landing=landing
             )
-            orders_rows, quarantine_rows = concurrently(
-                lambda: catalog.table_rows(session, run.orders),
-                lambda: catalog.table_rows(session, run.quarantine),
-            )
+            orders_rows = catalog.table_rows(session, run.orders)
+            quarantine_rows = catalog.table_rows(session, run.quarantine)
     except MissingFXRatesError as exc:
         raise Failure(
             description=f"{exc}: materialize fx_rates first "
