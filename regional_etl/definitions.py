@@ -24,7 +24,7 @@ from regional_etl.jobs import ALL_JOBS, asset_jobs
 from regional_etl.resources.environments import release_thresholds, resources_for
 from regional_etl.resources.warehouse import BLUE
 
-ASSET_MODULES = [reference, bronze, silver, gold, release]
+PIPELINE_MODULES = [reference, bronze, silver, gold]
 
 
 def build_definitions(
@@ -36,6 +36,11 @@ def build_definitions(
     release namespace prefixes every asset key with its name (green/orders), so blue and green
     load side by side in one workspace and their gates stay apart on the instance; it gets no
     schedules or sensors: a release is built by a backfill of its range from the UI.
+
+    The release tooling (the diff, which needs a date range as run config, and the promote and
+    rollback jobs) loads only in a release location, where it has something to do: everything
+    the live location shows can be launched with no config, so "Materialize all" over a date
+    range of it is one launch.
     """
     namespace = namespace or settings.RELEASE.get() or BLUE
     prefix = None if namespace == BLUE else namespace
@@ -43,17 +48,19 @@ def build_definitions(
     return Definitions(
         # The UI links each asset to the file and line that defines it.
         assets=with_source_code_references(
-            load_assets_from_modules(ASSET_MODULES, key_prefix=prefix)
+            load_assets_from_modules(
+                PIPELINE_MODULES if live else [*PIPELINE_MODULES, release], key_prefix=prefix
+            )
         ),
         # The schedules and sensors target the module's jobs: the live location uses those.
-        jobs=[*(ALL_JOBS if live else asset_jobs(prefix)), *release.RELEASE_JOBS],
+        jobs=ALL_JOBS if live else [*asset_jobs(prefix), *release.RELEASE_JOBS],
         schedules=SCHEDULES if live else [],
         sensors=[*SENSORS, *ALERT_SENSORS] if live else [],
         # The alert sensor's webhook and the release thresholds come first so a test's own map
         # still loads.
         resources={
             **alert_resources(),
-            "release_thresholds": release_thresholds(),
+            **({} if live else {"release_thresholds": release_thresholds()}),
             **(resources if resources is not None else resources_for(namespace=namespace)),
         },
         # A run's steps form a chain (bronze -> silver, or one asset), so a process per step
