@@ -27,8 +27,10 @@ CURRENCIES: tuple[str, ...] = tuple(sorted(set(REGION_CURRENCY.values())))
 MAX_AMOUNT = 1_000_000
 SUCCESS_MARKER = "_SUCCESS"
 # A landing line longer than this is not an order (a runaway export, a file without line
-# breaks): its drop is refused before Spark has to hold it as one value.
+# breaks): it is quarantined as `line_too_long`, and bronze keeps only its first
+# LONG_LINE_PREFIX_BYTES (cut on a character boundary) with its full length in `line_bytes`.
 MAX_LINE_BYTES = 1024 * 1024
+LONG_LINE_PREFIX_BYTES = 1024
 LANDING_SUFFIX = ".jsonl"
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -37,6 +39,8 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 class Reason(StrEnum):
     """Why a landing line was rejected into `silver/orders_quarantine`, in precedence order."""
 
+    LINE_TOO_LONG = "line_too_long"
+    INVALID_ENCODING = "invalid_encoding"
     MALFORMED = "malformed"
     MISSING_ORDER_ID = "missing_order_id"
     MISSING_USER_ID = "missing_user_id"
@@ -44,6 +48,11 @@ class Reason(StrEnum):
     INVALID_CURRENCY = "invalid_currency"
     INVALID_TIMESTAMP = "invalid_timestamp"
     DUPLICATE = "duplicate"
+
+
+# The reasons found while reading a line's bytes, before it is parsed: bronze records them in
+# its `defect` column, so silver can be rebuilt from bronze alone.
+LINE_DEFECTS = (Reason.LINE_TOO_LONG, Reason.INVALID_ENCODING)
 
 
 class Table(StrEnum):
@@ -104,6 +113,10 @@ def schema(table: Table) -> StructType:
             T.StructField("source_file", T.StringType(), False),
             T.StructField("line_number", T.LongType(), False),
             T.StructField("run_id", T.StringType(), False),
+            # Set only where `value` is not the line as delivered: the line's defect (a
+            # LINE_DEFECTS reason) and its length in bytes as delivered.
+            T.StructField("defect", T.StringType(), True),
+            T.StructField("line_bytes", T.LongType(), True),
             *regional,
         ],
         Table.ORDERS: [

@@ -16,7 +16,7 @@ from regional_etl.io.delta import (
     regional_predicate,
     replace_partitions,
 )
-from regional_etl.io.landing import DropNotReadyError, count_lines, ready_drop
+from regional_etl.io.landing import DropNotReadyError, LandingFileError, count_lines, ready_drop
 from regional_etl.partitions import DateRegion
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.transforms.gates import PartitionStats
@@ -142,12 +142,13 @@ def run_silver(
 
 def landing_lines(landing: Path, partitions: Sequence[DateRegion]) -> dict[DateRegion, int]:
     """The lines of each partition's landing drop, counted outside Spark, for the gates to
-    reconcile with; -1 for a drop being redelivered (it cannot be reconciled now)."""
+    reconcile with; -1 for a drop being redelivered or no longer readable (it cannot be
+    reconciled now, so its partition is not published)."""
     counts: dict[DateRegion, int] = {}
     for p in partitions:
         try:
             counts[p] = count_lines([ready_drop(landing, p)])
-        except DropNotReadyError:
+        except (DropNotReadyError, LandingFileError):
             counts[p] = -1
     return counts
 

@@ -23,25 +23,37 @@ CURRENCY = {"us-east": "USD", "us-west": "USD", "eu-west": "EUR", "ap-south": "I
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
 
 
+# The contract's longest line, in bytes.
+MAX_LINE_BYTES = 1_048_576
+
+
 @dataclass(frozen=True)
 class Line:
     source_file: str
     line_number: int
     raw: str
+    defect: str | None = None  # line_too_long or invalid_encoding: found before parsing
 
 
 def landing_lines(landing: Path, order_date: str, region: str) -> list[Line]:
     folder = landing / f"region={region}" / f"date={order_date}"
     lines: list[Line] = []
     for path in sorted(folder.glob("*.jsonl")):
-        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
         if not path.stat().st_size:
             continue
-        parts = text.split("\n")
-        if text.endswith("\n"):
+        parts = data.split(b"\n")
+        if data.endswith(b"\n"):
             parts = parts[:-1]
         rel = f"region={region}/date={order_date}/{path.name}"
-        lines.extend(Line(rel, n, p.removesuffix("\r")) for n, p in enumerate(parts, 1))
+        for n, part in enumerate(parts, 1):
+            if len(part) > MAX_LINE_BYTES:
+                lines.append(Line(rel, n, "", "line_too_long"))
+                continue
+            try:
+                lines.append(Line(rel, n, part.decode("utf-8").removesuffix("\r")))
+            except UnicodeDecodeError:
+                lines.append(Line(rel, n, "", "invalid_encoding"))
     return lines
 
 
@@ -118,6 +130,9 @@ def expected_partition(landing: Path, order_date: str, region: str) -> Expected:
     candidates: dict[str, list[tuple]] = defaultdict(list)
     for line in lines:
         where = (line.source_file, line.line_number)
+        if line.defect:
+            quarantine[where] = line.defect
+            continue
         try:
             record = json.loads(line.raw)
         except (ValueError, RecursionError):  # nested past the parser's depth

@@ -16,12 +16,13 @@ from regional_etl.partitions import daily_partitions, date_region_partitions
 
 GRAPH = {
     "fx_rates": ("daily", set()),
-    "raw_orders": ("date x region", set()),
+    "raw_orders": ("date x region", {"fx_rates"}),
     "orders": ("date x region", {"raw_orders", "fx_rates"}),
     "orders_quarantine": ("date x region", {"raw_orders"}),
     "daily_revenue": ("daily", {"orders"}),
-    "release_diff": ("None", set()),
 }
+# The release location adds its tooling.
+RELEASE_GRAPH = {**GRAPH, "release_diff": ("None", set())}
 CHECKS = {
     "orders": {
         "ids_not_null",
@@ -65,6 +66,23 @@ def test_asset_graph_snapshot() -> None:
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
     assert checks == CHECKS
+
+
+def test_everything_the_live_location_shows_launches_as_one_date_range() -> None:
+    """What "Materialize all" needs to offer a date range over the whole live location, and
+    what Dagster checks when it turns that range into one asset backfill: a single root
+    partitions definition (daily), and no asset or job that needs run config."""
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    roots = {k for k in keys if not graph.get(k).parent_keys & keys}
+    assert {graph.get(k).partitions_def for k in roots} == {daily_partitions}
+    for job in defs.resolve_all_job_defs():
+        fields = job.run_config_schema.config_type.fields
+        assert not [name for name, field in fields.items() if field.is_required], job.name
+        assert "release_thresholds" not in job.resource_defs, job.name
+    assert not {"start_release", "promote_release", "rollback_release"} & {
+        j.name for j in defs.resolve_all_job_defs()
+    }
 
 
 def test_every_asset_and_resource_is_described() -> None:
@@ -132,7 +150,7 @@ def test_the_green_location_loads_beside_blue_with_its_own_keys() -> None:
     Definitions.validate_loadable(green)
     blue_keys = defs.resolve_asset_graph().get_all_asset_keys()
     green_keys = green.resolve_asset_graph().get_all_asset_keys()
-    assert {k.to_user_string() for k in green_keys} == {f"green/{k}" for k in GRAPH}
+    assert {k.to_user_string() for k in green_keys} == {f"green/{k}" for k in RELEASE_GRAPH}
     assert not blue_keys & green_keys
     assert green.resolve_job_def("regional_orders_job").asset_layer.executable_asset_keys == {
         AssetKey(["green", n]) for n in ("raw_orders", "orders", "orders_quarantine")

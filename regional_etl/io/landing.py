@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 from regional_etl.contract import (
     LANDING_SUFFIX,
+    LONG_LINE_PREFIX_BYTES,
     MAX_LINE_BYTES,
     SUCCESS_MARKER,
     ContractError,
+    Reason,
     drop_path,
 )
 from regional_etl.partitions import DateRegion
@@ -25,8 +27,8 @@ class DropNotReadyError(RuntimeError):
 
 
 class LandingFileError(ValueError):
-    """A landing file that cannot be ingested as delivered; the message names the file (relative
-    to the landing root) and, where it is one line, the line."""
+    """A landing file that cannot be read at all; the message names the file (relative to the
+    landing root)."""
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,26 @@ def scan_drops(root: str | Path) -> LandingScan:
     return scan
 
 
-def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> DataFrame:
-    """All lines of the drops as bronze rows: value, source_file, line_number, order_date, region.
+def read_drops(
+    spark: SparkSession,
+    root: str | Path,
+    drops: Sequence[Drop],
+    defects: Sequence[LineDefect] | None = None,
+) -> DataFrame:
+    """All lines of the drops as bronze rows: value, source_file, line_number, defect,
+    line_bytes, order_date, region.
 
     Each file is read whole and split in the JVM, so line numbers are exact and no Python UDF
     touches the rows. A trailing newline does not make an extra line; a blank line in the middle
-    of a file is a line (and will be quarantined as malformed).
+    of a file is a line (and will be quarantined as malformed). The lines of `defects` (found by
+    `scan_drop`, which runs here when they are not given) keep what `LineDefect.value` says
+    instead of their bytes, so no table ever holds a value that is not UTF-8.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    if defects is None:
+        defects = [d for drop in drops for d in scan_drop(drop).defects]
     # Not resolved: a symlinked file's lines belong to the drop it sits in, and its source_file
     # (region and date) is read from this path.
     files = [str(f.absolute()) for d in drops for f in d.files]
@@ -113,6 +125,8 @@ def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> 
                 T.StructField("value", T.StringType()),
                 T.StructField("source_file", T.StringType()),
                 T.StructField("line_number", T.LongType()),
+                T.StructField("defect", T.StringType()),
+                T.StructField("line_bytes", T.LongType()),
                 T.StructField("order_date", T.DateType()),
                 T.StructField("region", T.StringType()),
             ]
@@ -130,37 +144,94 @@ def read_drops(spark: SparkSession, root: str | Path, drops: Sequence[Drop]) -> 
     # An empty file has no lines at all, not one empty line.
     lines = lines.where(F.col("file_length") > 0)
     drop_rel = F.regexp_extract("file_path", r"(region=[^/]+/date=[^/]+/[^/]+)$", 1)
-    return lines.select(
+    lines = lines.select(
         F.regexp_replace("value", r"\r$", "").alias("value"),
         drop_rel.alias("source_file"),
         (F.col("pos") + 1).cast("long").alias("line_number"),
         F.to_date(F.regexp_extract(drop_rel, r"date=([^/]+)/", 1)).alias("order_date"),
         F.regexp_extract(drop_rel, r"region=([^/]+)/", 1).alias("region"),
     )
+    if not defects:
+        return lines.select(
+            "value",
+            "source_file",
+            "line_number",
+            F.lit(None).cast("string").alias("defect"),
+            F.lit(None).cast("long").alias("line_bytes"),
+            "order_date",
+            "region",
+        )
+    found = spark.createDataFrame(
+        [(d.source_file, d.line_number, d.reason.value, d.line_bytes, d.value) for d in defects],
+        "source_file string, line_number long, defect string, line_bytes long, kept string",
+    )
+    joined = lines.join(F.broadcast(found), ["source_file", "line_number"], "left")
+    return joined.select(
+        F.when(F.col("defect").isNull(), F.col("value")).otherwise(F.col("kept")).alias("value"),
+        "source_file",
+        "line_number",
+        "defect",
+        "line_bytes",
+        "order_date",
+        "region",
+    )
+
+
+@dataclass(frozen=True)
+class LineDefect:
+    """A landing line that is not kept as delivered: its reason (a `LINE_DEFECTS` reason), its
+    length in bytes as delivered, and the text bronze keeps of it."""
+
+    source_file: str
+    line_number: int
+    reason: Reason
+    line_bytes: int
+    value: str
+
+
+@dataclass(frozen=True)
+class DropScan:
+    """A drop's lines as the contract counts them, and the lines that are not kept as
+    delivered."""
+
+    drop: Drop
+    lines: int
+    defects: tuple[LineDefect, ...]
+
+
+def scan_drop(drop: Drop) -> DropScan:
+    """Count a drop's lines and find its line defects, without Spark.
+
+    A line-level problem (not UTF-8, longer than MAX_LINE_BYTES) is a `LineDefect`: the line is
+    quarantined and the rest of the drop flows. A file that cannot be read at all (a dangling
+    link, a link leading outside the landing root, a folder named like a file, an I/O error)
+    raises one `LandingFileError` naming every such file of the drop: it fails the drop's
+    partition, and only that partition.
+    """
+    root = drop.path.parent.parent
+    lines, defects, problems = 0, [], []
+    for f in drop.files:
+        try:
+            data = _read_landing_file(f, root)
+        except LandingFileError as exc:
+            problems.append(str(exc))
+            continue
+        name = f.relative_to(root).as_posix()
+        # The byte order mark is not content (`read_drops` drops it too).
+        file_lines = _split_lines(data.removeprefix(b"\xef\xbb\xbf"))
+        lines += len(file_lines)
+        defects.extend(_line_defects(name, file_lines))
+    if problems:
+        raise LandingFileError("; ".join(problems))
+    return DropScan(drop, lines, tuple(defects))
 
 
 def count_lines(drops: Sequence[Drop]) -> int:
-    """Landing lines as the contract counts them (for reconciliation), without Spark.
-
-    Also the gate a file passes before Spark reads it: one `LandingFileError` names every file
-    (and line) that is not UTF-8, has a line over `MAX_LINE_BYTES`, leads outside the landing
-    root through a symlink, or cannot be read (gone since the listing), so a range run with
-    several broken drops reports them all at once.
-    """
-    total, problems = 0, []
-    for drop in drops:
-        root = drop.path.parent.parent
-        for f in drop.files:
-            try:
-                total += _checked_line_count(f, root)
-            except LandingFileError as exc:
-                problems.append(str(exc))
-    if problems:
-        raise LandingFileError("; ".join(problems))
-    return total
+    """Landing lines of the drops as the contract counts them (for reconciliation)."""
+    return sum(scan_drop(d).lines for d in drops)
 
 
-def _checked_line_count(path: Path, root: Path) -> int:
+def _read_landing_file(path: Path, root: Path) -> bytes:
     name = path.relative_to(root).as_posix()
     target = path.resolve()
     if not target.is_relative_to(root.resolve()):
@@ -169,27 +240,35 @@ def _checked_line_count(path: Path, root: Path) -> int:
             "followed (a drop's files must live in the landing zone)"
         )
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise LandingFileError(
             f"landing file {name} could not be read ({exc.strerror or exc}): it vanished or "
-            f"changed after the drop was listed; re-write {SUCCESS_MARKER} once the drop is "
-            "complete"
+            f"changed after the drop was listed, or is not a file; re-write {SUCCESS_MARKER} "
+            "once the drop is complete"
         ) from exc
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """The file's lines as `read_drops` numbers them: a trailing newline ends the last line
+    rather than starting an empty one, and an empty file has none."""
     if not data:
-        return 0
-    for number, line in enumerate(data.split(b"\n"), 1):
+        return []
+    parts = data.split(b"\n")
+    return parts[:-1] if data.endswith(b"\n") else parts
+
+
+def _line_defects(name: str, lines: list[bytes]) -> list[LineDefect]:
+    defects = []
+    for number, line in enumerate(lines, 1):
         if len(line) > MAX_LINE_BYTES:
-            raise LandingFileError(
-                f"landing file {name} line {number} is {len(line):,} bytes, longer than the "
-                f"{MAX_LINE_BYTES:,}-byte limit of one order line: fix the drop"
-            )
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise LandingFileError(
-            f"landing file {name} line {line} is not UTF-8 (byte 0x{data[exc.start]:02x} at "
-            f"offset {exc.start}): re-deliver the file in UTF-8"
-        ) from None
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            # Cut on a character boundary: a multi-byte character split by the cut is dropped.
+            prefix = line[:LONG_LINE_PREFIX_BYTES].decode("utf-8", errors="ignore")
+            defects.append(LineDefect(name, number, Reason.LINE_TOO_LONG, len(line), prefix))
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line.decode("utf-8", errors="replace").removesuffix("\r")
+            defects.append(LineDefect(name, number, Reason.INVALID_ENCODING, len(line), text))
+    return defects

@@ -53,7 +53,8 @@ def _region_currency() -> Column:
 def classify(bronze: DataFrame) -> DataFrame:
     """Parse and validate each bronze line; `reason` is null for a valid, unique order.
 
-    Input columns: value, source_file, line_number, order_date, region.
+    Input columns: value, source_file, line_number, defect, line_bytes, order_date, region (a
+    line's `defect`, set when it was read, is its reason: its value is not what was delivered).
     Output adds: order_id, user_id, amount, currency, order_ts, reason.
     """
     from pyspark.sql import Window
@@ -80,7 +81,8 @@ def classify(bronze: DataFrame) -> DataFrame:
     ts = F.when(ts_raw.rlike(ISO_TS_WITH_OFFSET), ts_raw.try_cast("timestamp"))
 
     reason = (
-        F.when(malformed, F.lit(Reason.MALFORMED.value))
+        F.when(F.col("defect").isNotNull(), F.col("defect"))
+        .when(malformed, F.lit(Reason.MALFORMED.value))
         .when(~present("order_id"), F.lit(Reason.MISSING_ORDER_ID.value))
         .when(~present("user_id"), F.lit(Reason.MISSING_USER_ID.value))
         .when(~amount_ok, F.lit(Reason.INVALID_AMOUNT.value))
