@@ -262,7 +262,8 @@ WRITER = textwrap.dedent(
     spark = SparkResource(session_config={"spark.sql.shuffle.partitions": "2"}).spark_session
     for n in range(rounds):
         day = (dt.date(2024, 3, 1) + dt.timedelta(days=n)).isoformat()
-        rows = [(f"line {i}", f"f{n}", i, f"run-{region}-{n}", dt.date.fromisoformat(day), region)
+        rows = [(f"line {i}", f"f{n}", i, f"run-{region}-{n}", None, None,
+                 dt.date.fromisoformat(day), region)
                 for i in range(1, 51)]
         frame = spark.createDataFrame(rows, schema(Table.RAW_ORDERS))
         replace_partitions(frame, path, Table.RAW_ORDERS,
