@@ -51,15 +51,9 @@ def ready_drop(root: str | Path, partition: DateRegion) -> Drop:
             f"landing drop {path} for partition {partition} {what}: not ingesting a drop that "
             f"may be incomplete (the landing sensor runs it once {marker} is written)"
         )
-    # Symlinks are listed even when dangling: `count_lines` then names them, rather than the
-    # drop losing a file without a word.
-    files = tuple(
-        sorted(
-            p
-            for p in path.iterdir()
-            if p.suffix == LANDING_SUFFIX and (p.is_file() or p.is_symlink())
-        )
-    )
+    # Everything named like a data file, dangling links and folders too: `scan_drop` then names
+    # what cannot be read, rather than the drop losing a file without a word.
+    files = tuple(sorted(p for p in path.iterdir() if p.suffix == LANDING_SUFFIX))
     return Drop(partition, path, files, marker.stat().st_mtime_ns)
 
 

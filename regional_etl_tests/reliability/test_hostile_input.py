@@ -1,8 +1,9 @@
 """Hostile input (issue 13, scenario 5) and other engines (scenario 7): one landing zone with one
-drop per kind of hostile input (line-level kinds share a drop), ONE backfill over it (as the UI
-launches one with the single-run policy: a range per run, four runs in all), then every line is
-found in exactly one output table, or its partition failed with a message naming the file and
-line, and delta-rs reads every table as Spark does.
+drop per kind of hostile input (line-level kinds share a drop), ONE backfill over it (the range
+runs an asset backfill makes: one per asset level and range), then every line is found in
+exactly one output table, or its partition failed with a message naming the file, and delta-rs
+reads every table as Spark does. A line that is not UTF-8 or is over the line limit is a line's
+problem (quarantined); a file that cannot be read fails its drop, and only its drop.
 
 The expected outcome of every kind is written down in `CASES` and `FAILS` before the run, and
 the oracle (an independent reading of the contract) must agree with it before the tables are
@@ -21,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, instance_for_test
+from dagster import (
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    instance_for_test,
+    materialize,
+)
 from deltalake import DeltaTable
 
 from regional_etl.checks import QualityGateResource
@@ -38,7 +45,7 @@ from regional_etl_tests.conftest import TEST_SPARK_CONF
 
 DAY = "2024-03-04"  # drops whose lines are ingested
 DAY2 = "2024-03-05"  # the 0-byte drop (us-west) beside clean ones: gated out on its own
-BAD_DAY = "2024-03-07"  # drops that cannot be ingested: their range run fails, naming each
+BAD_DAY = "2024-03-07"  # line defects (ingested) beside drops that cannot be read (failed)
 TS = f"{DAY}T10:00:00+00:00"
 MALFORMED, NO_ID, NO_USER = "malformed", "missing_order_id", "missing_user_id"
 AMOUNT, CURRENCY, TIMESTAMP, DUP = (
@@ -47,6 +54,8 @@ AMOUNT, CURRENCY, TIMESTAMP, DUP = (
     "invalid_timestamp",
     "duplicate",
 )
+ENCODING, TOO_LONG = "invalid_encoding", "line_too_long"
+HUGE_BYTES = 5_000_000  # one line of a runaway export, five times the contract's limit
 ORDER = "order"  # the line is a published order
 
 # Range runs as a backfill launches them (Dagster's tags); the terminal gets warnings only.
@@ -174,23 +183,24 @@ FILE_KINDS = {
 }
 
 
+# Line-level kinds of BAD_DAY: the line is quarantined, the rest of its drop flows.
+LINE_DEFECTS = {
+    f"{BAD_DAY}|us-east": ("non-UTF-8 bytes (Latin-1 text) on line 2", "latin1.jsonl", 2, ENCODING),
+    f"{BAD_DAY}|ap-south": ("one 5 MB line between two orders", "huge.jsonl", 2, TOO_LONG),
+}
 # Drops that must fail, by partition, with what the failure message says about each.
 FAILS = {
-    f"{BAD_DAY}|us-east": (
-        "non-UTF-8 bytes (Latin-1 text) on line 2",
-        ["region=us-east/date=2024-03-07/latin1.jsonl line 2 is not UTF-8"],
-    ),
     f"{BAD_DAY}|us-west": (
         "a file that vanished after the listing (a dangling symlink)",
         ["region=us-west/date=2024-03-07/gone.jsonl could not be read"],
     ),
     f"{BAD_DAY}|eu-west": (
-        "a symlink leading outside the landing root",
-        ["region=eu-west/date=2024-03-07/escape.jsonl leads to", "outside the landing root"],
-    ),
-    f"{BAD_DAY}|ap-south": (
-        "one 50 MB line",
-        ["region=ap-south/date=2024-03-07/huge.jsonl line 1 is 50,000,", "longer than"],
+        "a symlink leading outside the landing root, and a folder named like a data file",
+        [
+            "region=eu-west/date=2024-03-07/escape.jsonl leads to",
+            "outside the landing root",
+            "region=eu-west/date=2024-03-07/folder.jsonl could not be read",
+        ],
     ),
     f"{DAY2}|us-west": (
         "a 0-byte drop: _SUCCESS and no file",
@@ -203,7 +213,7 @@ IGNORED = {
     "region=us-east/date=yesterday": "a date folder that is not a date",
     "region=us-east/date=2024-02-30": "a date folder that is not a calendar date",
 }
-KINDS = len(CASES) + len(FILE_KINDS) + len(FAILS) + len(IGNORED)
+KINDS = len(CASES) + len(FILE_KINDS) + len(LINE_DEFECTS) + len(FAILS) + len(IGNORED)
 
 
 def currency_of(region: str) -> str:
@@ -213,6 +223,15 @@ def currency_of(region: str) -> str:
 def write_bytes(folder: Path, name: str, data: bytes) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(data)
+
+
+LATIN1 = rec("L2", user_id="Jos\u00e9").replace("\\u00e9", "\u00e9").encode("latin-1")
+# Two bytes a character, so the prefix bronze keeps is cut on a character boundary.
+HUGE = (
+    rec("H1", currency="INR", note="\u00e9" * (HUGE_BYTES // 2))
+    .replace("\\u00e9", "\u00e9")
+    .encode()
+)
 
 
 def build_landing(landing: Path, outside: Path) -> None:
@@ -244,15 +263,19 @@ def build_landing(landing: Path, outside: Path) -> None:
         )
     drop("us-west", DAY2).mkdir(parents=True)
 
-    latin1 = rec("L2", user_id="Jos\u00e9").replace("\\u00e9", "\u00e9").encode("latin-1")
-    write_bytes(drop("us-east", BAD_DAY), "latin1.jsonl", lines([rec("L1")]) + latin1 + b"\n")
+    write_bytes(drop("us-east", BAD_DAY), "latin1.jsonl", lines([rec("L1")]) + LATIN1 + b"\n")
     drop("us-west", BAD_DAY).mkdir(parents=True)
     (drop("us-west", BAD_DAY) / "gone.jsonl").symlink_to(landing / "gone.jsonl")
     outside.mkdir()
     (outside / "secret.jsonl").write_bytes(lines([rec("Z1", currency="EUR")]))
     drop("eu-west", BAD_DAY).mkdir(parents=True)
     (drop("eu-west", BAD_DAY) / "escape.jsonl").symlink_to(outside / "secret.jsonl")
-    write_bytes(drop("ap-south", BAD_DAY), "huge.jsonl", rec("H1", note="x" * 50_000_000).encode())
+    (drop("eu-west", BAD_DAY) / "folder.jsonl").mkdir()
+    write_bytes(
+        drop("ap-south", BAD_DAY),
+        "huge.jsonl",
+        lines([rec("H0", currency="INR"), HUGE.decode(), rec("H2", currency="INR")]),
+    )
 
     write_bytes(landing / "region=mars" / f"date={DAY}", "orders.jsonl", lines([rec("Q1")]))
     for folder in IGNORED:
@@ -275,13 +298,18 @@ class HostileRun:
         return str(self.warehouse / table.value)
 
 
-# The backfill: (job, first partition, last partition); a multi-partition range is the product
-# of its dates and its regions (regions in the order of the contract, us-east first).
+# The backfill's runs: (asset, first partition, last partition), one per asset level and
+# range, a level once the one before it is in; a multi-partition range is the product of its
+# dates and its regions (regions in the order of the contract, us-east first). Silver runs
+# only over the drops that bronze published, as the backfill requests it.
 BACKFILL = [
-    ("fx_rates_job", DAY, BAD_DAY),
-    ("regional_orders_job", f"{DAY}|us-east", f"{DAY2}|ap-south"),
-    ("regional_orders_job", f"{BAD_DAY}|us-east", f"{BAD_DAY}|ap-south"),
-    ("daily_revenue_job", DAY, DAY2),
+    ("fx_rates", DAY, BAD_DAY),
+    ("raw_orders", f"{DAY}|us-east", f"{DAY2}|ap-south"),
+    ("raw_orders", f"{BAD_DAY}|us-east", f"{BAD_DAY}|ap-south"),
+    ("orders", f"{DAY}|us-east", f"{DAY2}|ap-south"),
+    ("orders", f"{BAD_DAY}|us-east", f"{BAD_DAY}|us-east"),
+    ("orders", f"{BAD_DAY}|ap-south", f"{BAD_DAY}|ap-south"),
+    ("daily_revenue", DAY, DAY2),
 ]
 
 
@@ -304,17 +332,21 @@ def hostile(
             backoff_max_seconds=0.05,
         ),
     }
-    defs = build_definitions(resources)
+    assets = list(build_definitions(resources).assets or [])
     runs = {}
     with instance_for_test() as instance:
-        for job, first, last in BACKFILL:
-            result = defs.resolve_job_def(job).execute_in_process(
+        for asset, first, last in BACKFILL:
+            result = materialize(
+                assets,  # type: ignore[arg-type]
+                # orders and orders_quarantine are one step: selected together.
+                selection=AssetSelection.assets(asset).required_multi_asset_neighbors(),
                 run_config=CONSOLE_WARNINGS_ONLY,
                 instance=instance,
+                resources=resources,
                 tags={RANGE_START: first, RANGE_END: last},
                 raise_on_error=False,
             )
-            runs[f"{job} {first}..{last}"] = (result.success, result.run_id)
+            runs[f"{asset} {first}..{last}"] = (result.success, result.run_id)
         rows = {
             t: [r.asDict() for r in spark.read.format("delta").load(str(warehouse / t)).collect()]
             for t in Table
@@ -366,20 +398,24 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
 ) -> None:
     success = {key: ok for key, (ok, _) in hostile.runs.items()}
     assert success == {
-        f"fx_rates_job {DAY}..{BAD_DAY}": True,
-        f"regional_orders_job {DAY}|us-east..{DAY2}|ap-south": False,  # the 0-byte drop only
-        f"regional_orders_job {BAD_DAY}|us-east..{BAD_DAY}|ap-south": False,
-        f"daily_revenue_job {DAY}..{DAY2}": False,  # DAY2 lacks us-west; DAY is written
+        f"fx_rates {DAY}..{BAD_DAY}": True,
+        f"raw_orders {DAY}|us-east..{DAY2}|ap-south": True,
+        f"raw_orders {BAD_DAY}|us-east..{BAD_DAY}|ap-south": False,  # two unreadable drops
+        f"orders {DAY}|us-east..{DAY2}|ap-south": False,  # the 0-byte drop only
+        f"orders {BAD_DAY}|us-east..{BAD_DAY}|us-east": True,  # a Latin-1 line quarantined
+        f"orders {BAD_DAY}|ap-south..{BAD_DAY}|ap-south": True,  # a 5 MB line quarantined
+        f"daily_revenue {DAY}..{DAY2}": False,  # DAY2 lacks us-west; DAY is written
     }
 
-    # The failed partitions: the one failure of their run says why, naming each file and line.
-    good_range = hostile.runs[f"regional_orders_job {DAY}|us-east..{DAY2}|ap-south"][1]
-    bad_range = hostile.runs[f"regional_orders_job {BAD_DAY}|us-east..{BAD_DAY}|ap-south"][1]
+    # The failed partitions: the one failure of their run says why, naming each file.
+    good_range = hostile.runs[f"orders {DAY}|us-east..{DAY2}|ap-south"][1]
+    bad_range = hostile.runs[f"raw_orders {BAD_DAY}|us-east..{BAD_DAY}|ap-south"][1]
     assert list(failure_messages(hostile.instance, good_range)) == ["orders"]
     assert list(failure_messages(hostile.instance, bad_range)) == ["raw_orders"]
     for partition, (kind, says) in FAILS.items():
         run_id = bad_range if partition.startswith(BAD_DAY) else good_range
         message = next(iter(failure_messages(hostile.instance, run_id).values()))
+        assert partition in message, (kind, message)
         for fragment in says:
             assert fragment in message, (kind, message)
     tables = hostile.rows
@@ -387,10 +423,11 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
     orders = rows_by_partition(tables[Table.ORDERS])
     quarantine = rows_by_partition(tables[Table.ORDERS_QUARANTINE])
     ingested = {(d, r) for d in (DAY, DAY2) for r in REGIONS} - {(DAY2, "us-west")}
+    ingested |= {tuple(p.split("|")) for p in LINE_DEFECTS}
     # No other partition changed: the ignored folders, the symlink's target and the failed
     # drops reached no table; the 0-byte drop has no rows anywhere (nothing to hold).
     assert set(bronze) == set(orders) == ingested
-    assert set(quarantine) == {(DAY, "us-east")}
+    assert set(quarantine) == {(DAY, "us-east")} | {tuple(p.split("|")) for p in LINE_DEFECTS}
 
     # Every line of every ingested drop in exactly one table, as the oracle says; the oracle
     # itself agreed with the written-down outcomes before the run.
@@ -411,6 +448,30 @@ def test_every_hostile_line_lands_in_exactly_one_table_or_fails_its_partition(
         landing_lines = expected.lines
         assert bronze[(order_date, region)] == landing_lines
         assert orders[(order_date, region)] + quarantine[(order_date, region)] == landing_lines
+
+    # The line-level defects: bronze keeps what it can, says what it did, and quarantine names
+    # the reason; the lines around them are orders.
+    for partition, (kind, name, line, reason) in LINE_DEFECTS.items():
+        order_date, region = partition.split("|")
+        source = f"region={region}/date={order_date}/{name}"
+        [kept] = [r for r in tables[Table.RAW_ORDERS]
+                  if (r["source_file"], r["line_number"]) == (source, line)]  # fmt: skip
+        [rejected] = [r for r in tables[Table.ORDERS_QUARANTINE]
+                      if (r["source_file"], r["line_number"]) == (source, line)]  # fmt: skip
+        assert (kept["defect"], rejected["reason"], rejected["raw"]) == (
+            reason,
+            reason,
+            kept["value"],
+        ), kind
+        if reason == ENCODING:
+            assert kept["value"] == LATIN1.decode("utf-8", errors="replace"), kind
+            assert kept["line_bytes"] == len(LATIN1)
+        else:
+            assert kept["line_bytes"] == len(HUGE) > HUGE_BYTES
+            assert HUGE.decode().startswith(kept["value"]), kind
+            assert 1000 < len(kept["value"].encode()) <= 1024, kind
+    clean = [r for r in tables[Table.RAW_ORDERS] if str(r["order_date"]) != BAD_DAY]
+    assert all(r["defect"] is None and r["line_bytes"] is None for r in clean)
 
     east = bronze[(DAY, "us-east")]
     assert east == sum(len(c.lines) for c in CASES) + len(OTHER_FILE_LINES)

@@ -57,9 +57,7 @@ def test_a_broken_drop_in_a_two_date_range_fails_alone(
 
     # What the partitions page shows: only the broken drop failed.
     keys = [f"{d}|{r}" for d in (FIRST, SECOND) for r in REGIONS]
-    status = instance.get_status_by_partition(
-        AssetKey("raw_orders"), keys, date_region_partitions
-    )
+    status = instance.get_status_by_partition(AssetKey("raw_orders"), keys, date_region_partitions)
     assert status is not None
     assert {k for k, s in status.items() if s == AssetPartitionStatus.FAILED} == {BROKEN}
     assert {k for k, s in status.items() if s == AssetPartitionStatus.MATERIALIZED} == (
