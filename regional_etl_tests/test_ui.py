@@ -46,7 +46,7 @@ ROWS = 200
 # independent of their order.
 FIRST, LAST = dt.date(2024, 3, 4), dt.date(2024, 3, 14)
 UI_PARTITION = "2024-03-04|us-east"
-UI_BACKFILL = ("2024-03-05", "2024-03-07")
+UI_BACKFILL = ("2024-03-05", "2024-03-06")
 BROKEN = "2024-03-08|eu-west"
 API_PARTITION = "2024-03-11|eu-west"
 API_BACKFILL = ("2024-03-12", "2024-03-13")
@@ -182,17 +182,6 @@ query ($id: String!) {
       }
     }
     ... on PythonError { message }
-  }
-}
-"""
-LAUNCH_BACKFILL = """
-mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $backfillParams) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on UnauthorizedError { message }
   }
 }
 """
@@ -346,6 +335,16 @@ def open_materialize_dialog(page: Any, url: str, downstream_all: bool) -> Any:
     return dialog
 
 
+def pick_region(page: Any, dialog: Any, region: str) -> None:
+    """Choose one region in the dialog's region menu, then close the menu with Escape (its
+    filter input lies over the dialog's labels, so a click elsewhere can land on it)."""
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem", name=region).click()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("menuitem", name=region)).to_be_hidden()
+    expect(dialog).to_be_visible()
+
+
 def materialize_fx(
     page: Any, shots: Shots, url: str, selection: str, button: str | re.Pattern[str]
 ) -> str | None:
@@ -377,9 +376,7 @@ def test_browser_materializes_one_partition_with_its_upstream(
     dialog = open_materialize_dialog(page, ui.dev.url, downstream_all=False)
     dialog.get_by_role("textbox").first.fill(day)
     page.keyboard.press("Tab")
-    dialog.get_by_text("Select a partition or create one").click()
-    page.get_by_role("menuitem", name=region).click()
-    dialog.get_by_text("region", exact=True).click()  # closes the region menu
+    pick_region(page, dialog, region)
     shots("partition-dialog")
     clicked = time.time()
     launch_from_dialog(page, re.compile(r"^Launch"))
@@ -416,40 +413,52 @@ def report_click(ui: UIProject, clicked: float, seen: float) -> None:
     (ARTIFACTS / "click.json").write_text(json.dumps(timing, indent=2) + "\n")
 
 
-def test_browser_backfills_every_asset_over_three_days(
+def test_browser_materializes_all_over_a_date_range(
     ui: UIProject, page: Any, shots: Shots, spark: Any
 ) -> None:
+    """What a user does for a range: the global lineage, "Materialize all", two dates, one
+    launch; the backfill runs every asset, FX and gold included, and the partitions pages show
+    every (date, region) and both dates materialized."""
     first, last = UI_BACKFILL
     dates, keys = dates_of(first, last), regional_keys(first, last)
-    selection = f"[{first}...{last}]"
-    # The UI offers a date range only when the roots of a selection share one partitions
-    # definition: fx_rates (daily) is backfilled first, then everything downstream of the
-    # (date, region) drops, daily_revenue included.
-    fx_id = materialize_fx(page, shots, ui.dev.url, selection, "Launch backfill")
-    assert fx_id, "the FX dialog launched no backfill"
-    fx = wait_backfill(ui.dev, fx_id)
-    assert fx["status"] == "COMPLETED_SUCCESS", fx
-    dialog = open_materialize_dialog(page, ui.dev.url, downstream_all=True)
-    dialog.get_by_role("textbox").first.fill(selection)
+    page.goto(f"{ui.dev.url}/asset-groups")
+    page.get_by_role("button", name="Materialize all…").click()
+    dialog = page.get_by_role("dialog")
+    # The pipeline's one root is fx_rates (daily): the dialog offers its dates for everything.
+    expect(dialog.get_by_text("Launch runs to materialize 5 assets")).to_be_visible()
+    dialog.get_by_text("Show all partitions").click()
+    dates_box = dialog.get_by_role("textbox").first
+    dates_box.fill(f"[{first}...{last}]")
     page.keyboard.press("Tab")
-    dialog.get_by_role("button", name="All", exact=True).last.click()  # every region
-    shots("backfill-dialog")
-    regional_id = launch_from_dialog(page, "Launch backfill")
-    assert regional_id, "Materialize all launched no backfill"
-    regional = wait_backfill(ui.dev, regional_id)
-    assert regional["status"] == "COMPLETED_SUCCESS", regional
-    assert backfill_counts(regional) == {
-        "raw_orders": (12, 12, 0),
-        "orders": (12, 12, 0),
-        "orders_quarantine": (12, 12, 0),
-        "daily_revenue": (3, 3, 0),
+    # The dialog writes a range back with an ellipsis character.
+    expect(dates_box).to_have_value(re.compile(rf"^\[{first}(…|\.\.\.){last}\]$"))
+    expect(dialog.get_by_role("button", name="Launch backfill")).to_be_enabled()
+    shots("range-dialog")
+    backfill_id = launch_from_dialog(page, "Launch backfill")
+    assert backfill_id, "Materialize all launched no backfill"
+    backfill = wait_backfill(ui.dev, backfill_id)
+    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+    assert backfill_counts(backfill) == {
+        "fx_rates": (2, 2, 0),
+        "raw_orders": (8, 8, 0),
+        "orders": (8, 8, 0),
+        "orders_quarantine": (8, 8, 0),
+        "daily_revenue": (2, 2, 0),
     }
     page.goto(f"{ui.dev.url}/overview/backfills")
-    for backfill_id in (fx_id, regional_id):
-        page.get_by_text(backfill_id, exact=True).wait_for()
-    # The module's only backfills so far, both shown as succeeded (the table has no row roles).
-    expect(page.get_by_text("Success", exact=True)).to_have_count(2)
+    page.get_by_text(backfill_id, exact=True).wait_for()
+    # The module's only backfill so far, shown as succeeded (the table has no row roles).
+    expect(page.get_by_text("Success", exact=True)).to_have_count(1)
     shots("backfills")
+    for asset, count in (("raw_orders", len(keys)), ("orders", len(keys)),
+                         ("daily_revenue", len(dates))):  # fmt: skip
+        page.goto(f"{ui.dev.url}/assets/{asset}?view=partitions")
+        selection = page.get_by_role("textbox").first
+        selection.fill(f"[{first}...{last}]")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text(f"Materialized ({count})")).to_be_visible()
+        expect(page.get_by_text("Failed (0)")).to_be_visible()
+        shots(f"partitions-{asset}")
     assert materialized(ui.dev, "daily_revenue", dates) == set(dates)
     assert_tables(spark, ui, keys)
 
@@ -463,9 +472,7 @@ def test_browser_shows_a_failed_gate_and_the_blocked_date(
     dialog = open_materialize_dialog(page, ui.dev.url, downstream_all=False)
     dialog.get_by_role("textbox").first.fill(day)
     page.keyboard.press("Tab")
-    dialog.get_by_text("Select a partition or create one").click()
-    page.get_by_role("menuitem", name=region).click()
-    dialog.get_by_text("region", exact=True).click()
+    pick_region(page, dialog, region)
     launch_from_dialog(page, re.compile(r"^Launch"))
 
     def volume_result() -> str | None:
@@ -518,18 +525,6 @@ def test_browser_turns_a_sensor_off_and_on(ui: UIProject, page: Any, shots: Shot
 # --- the same over GraphQL, as users script it ------------------------------------------------
 
 
-def launch_backfill(dev: DagsterDev, assets: list[str], partitions: list[str]) -> str:
-    """The mutation the UI posts for an asset backfill (the Python client has no method)."""
-    params = {
-        "assetSelection": [{"path": [asset]} for asset in assets],
-        "partitionNames": partitions,
-        "fromFailure": False,
-    }
-    result = dev.graphql(LAUNCH_BACKFILL, {"backfillParams": params})["launchPartitionBackfill"]
-    assert result["__typename"] == "LaunchBackfillSuccess", result
-    return result["backfillId"]
-
-
 def test_graphql_partition_run_and_asset_backfill(ui: UIProject, spark: Any) -> None:
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
@@ -569,10 +564,14 @@ def test_graphql_partition_run_and_asset_backfill(ui: UIProject, spark: Any) -> 
     assert materialized(ui.dev, "orders", [API_PARTITION]) == {API_PARTITION}
 
     # One asset backfill of every asset over two days, partitions per asset, as
-    # `regional-etl backfill` submits it (the UI's "Materialize all" needs two: see README).
+    # `regional-etl backfill` submits it.
     dates, keys = dates_of(*API_BACKFILL), regional_keys(*API_BACKFILL)
     ready = [parse_date_region(k) for k in keys]
     params = backfill_params(definitions.defs, ready, "graphql")
+    served = ui.dev.graphql("query { assetNodes { assetKey { path } } }")["assetNodes"]
+    assert {tuple(a["assetKey"]["path"]) for a in params["partitionsByAssets"]} == {
+        tuple(n["assetKey"]["path"]) for n in served
+    }, "the backfill covers every asset node of the live location"
     launched = ui.dev.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     done = wait_backfill(ui.dev, launched["backfillId"])
