@@ -23,6 +23,7 @@ GRAPH = {
     "release_diff": ("None", set()),
 }
 CHECKS = {
+    "raw_orders": {"delivered_by_deadline"},
     "orders": {
         "ids_not_null",
         "order_id_unique",
