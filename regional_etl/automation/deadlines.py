@@ -23,7 +23,9 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
+    AssetRecordsFilter,
     ConfigurableResource,
+    DagsterInstance,
     DefaultSensorStatus,
     MetadataValue,
     SensorEvaluationContext,
@@ -211,8 +213,11 @@ def due_partitions(
     return sorted(due, key=lambda item: (item[1], item[0]))
 
 
-def _is_ingested(context_instance: Any, partition: DateRegion) -> bool:
-    return str(partition) in context_instance.get_materialized_partitions(RAW_ORDERS)
+def _is_ingested(instance: DagsterInstance, partition: DateRegion) -> bool:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=RAW_ORDERS, asset_partitions=[str(partition)]), limit=1
+    ).records
+    return bool(records)
 
 
 @asset_check(
