@@ -18,6 +18,7 @@ from dagster import (
 from regional_etl import settings
 from regional_etl.alerts import ALERT_SENSORS, alert_resources
 from regional_etl.assets import bronze, gold, reference, release, silver
+from regional_etl.automation.deadlines import DEADLINE_CHECKS, DEADLINE_SENSORS, deadline_resources
 from regional_etl.automation.schedules import SCHEDULES
 from regional_etl.automation.sensors import SENSORS
 from regional_etl.jobs import ALL_JOBS, asset_jobs
@@ -52,15 +53,17 @@ def build_definitions(
                 PIPELINE_MODULES if live else [*PIPELINE_MODULES, release], key_prefix=prefix
             )
         ),
+        # The delivery deadline check is on the live raw_orders, and its sensor reports it.
+        asset_checks=DEADLINE_CHECKS if live else [],
         # The schedules and sensors target the module's jobs: the live location uses those.
         jobs=ALL_JOBS if live else [*asset_jobs(prefix), *release.RELEASE_JOBS],
         schedules=SCHEDULES if live else [],
-        sensors=[*SENSORS, *ALERT_SENSORS] if live else [],
-        # The alert sensor's webhook and the release thresholds come first so a test's own map
-        # still loads.
+        sensors=[*SENSORS, *ALERT_SENSORS, *DEADLINE_SENSORS] if live else [],
+        # The alert sensor's webhook, the delivery deadlines and the release thresholds come
+        # first so a test's own map still loads.
         resources={
             **alert_resources(),
-            **({} if live else {"release_thresholds": release_thresholds()}),
+            **(deadline_resources() if live else {"release_thresholds": release_thresholds()}),
             **(resources if resources is not None else resources_for(namespace=namespace)),
         },
         # A run's steps form a chain (bronze -> silver, or one asset), so a process per step

@@ -105,6 +105,21 @@ ALERT_WEBHOOK_URL = Setting(
 DAGSTER_UI_URL = Setting(
     "REGIONAL_ETL_DAGSTER_UI_URL", None, "Dagster UI base URL, for full run links in alerts"
 )
+DELIVERY_DEADLINE_HOURS = Setting(
+    "REGIONAL_ETL_DELIVERY_DEADLINE_HOURS",
+    "6",
+    "a drop is due this many hours after the end of its day (in REGIONAL_ETL_TIMEZONE)",
+)
+DELIVERY_DEADLINE_HOURS_BY_REGION = Setting(
+    "REGIONAL_ETL_DELIVERY_DEADLINE_HOURS_BY_REGION",
+    None,
+    "per-region exceptions to the delivery deadline, region=hours,... (ap-south=9)",
+)
+DELIVERY_LOOKBACK_DAYS = Setting(
+    "REGIONAL_ETL_DELIVERY_LOOKBACK_DAYS",
+    "7",
+    "the deadline sensor looks at dates whose deadline passed within this many days",
+)
 FX_STEP_RETRIES = Setting("REGIONAL_ETL_FX_STEP_RETRIES", "3", "step retries of fx_rates")
 FX_STEP_RETRY_DELAY = Setting(
     "REGIONAL_ETL_FX_STEP_RETRY_DELAY_SECONDS", "5", "base delay of fx_rates step retries"

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dagster import (
@@ -121,17 +122,41 @@ def test_landing_sensor_reports_folders_that_break_the_layout(
     assert tick(instance, tmp_path, None).run_requests == []
 
 
-def test_daily_schedule_requests_yesterday_for_every_region() -> None:
+def test_daily_schedule_launches_yesterdays_ready_drops_and_leaves_the_rest_pending(
+    tmp_path: Path, instance: DagsterInstance
+) -> None:
+    """A region whose drop has not landed by 01:00 is not launched (its run would fail on the
+    missing _SUCCESS and page someone): the landing sensor takes it when it lands."""
     regional_orders_schedule = defs.resolve_schedule_def("regional_orders_daily")
     fx_rates_schedule = defs.resolve_schedule_def("fx_rates_daily")
     assert regional_orders_schedule.execution_timezone == "UTC"
-    context = build_schedule_context(
-        scheduled_execution_time=dt.datetime(2024, 3, 9, 1, 0, tzinfo=dt.UTC)
+    landing = tmp_path / "landing"
+
+    def tick() -> Any:
+        context = build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2024, 3, 9, 1, 0, tzinfo=dt.UTC),
+            resources={"warehouse": WarehouseResource(landing_root=str(landing))},
+            repository_def=defs.get_repository_def(),
+        )
+        return regional_orders_schedule.evaluate_tick(context)
+
+    def launched() -> list[str]:
+        return sorted(r.partition_key or "" for r in tick().run_requests or [])
+
+    nothing = tick()
+    assert not nothing.run_requests
+    waiting = "left to the landing sensor: us-east, us-west, eu-west, ap-south"
+    assert waiting in (nothing.skip_message or "")
+    for region in REGIONS:
+        write_drop(landing, "2024-03-08", region, [LINE], success=region != "ap-south")
+    ready = sorted(f"2024-03-08|{r}" for r in REGIONS if r != "ap-south")
+    assert launched() == ready
+    # A drop the landing sensor already ingested after its marker is not run again.
+    instance.report_runless_asset_event(
+        AssetMaterialization("raw_orders", partition="2024-03-08|eu-west")
     )
-    result = regional_orders_schedule.evaluate_tick(context)
-    assert sorted(r.partition_key or "" for r in result.run_requests or []) == sorted(
-        f"2024-03-08|{r}" for r in REGIONS
-    )
+    assert launched() == [k for k in ready if k != "2024-03-08|eu-west"]
     fx = fx_rates_schedule.evaluate_tick(
         build_schedule_context(
             scheduled_execution_time=dt.datetime(2024, 3, 9, 0, 15, tzinfo=dt.UTC)

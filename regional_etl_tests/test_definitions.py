@@ -24,6 +24,7 @@ GRAPH = {
 # The release location adds its tooling.
 RELEASE_GRAPH = {**GRAPH, "release_diff": ("None", set())}
 CHECKS = {
+    "raw_orders": {"delivered_by_deadline"},
     "orders": {
         "ids_not_null",
         "order_id_unique",

@@ -59,7 +59,7 @@ ASSETS = {
     "orders_quarantine": ("MULTIPARTITIONED", [("date", "TIME_WINDOW"), ("region", "STATIC")]),
     "daily_revenue": ("TIME_WINDOW", []),
 }
-SENSORS = {"landing_sensor", "regional_automation", "run_failure_alert"}
+SENSORS = {"landing_sensor", "regional_automation", "run_failure_alert", "delivery_deadline_sensor"}
 SCHEDULES = {"fx_rates_daily", "regional_orders_daily"}
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 

@@ -9,6 +9,7 @@ from dagster import (
     AssetRecordsFilter,
     AssetSelection,
     AutomationConditionSensorDefinition,
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -53,7 +54,7 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
     batch = fresh[:MAX_REQUESTS_PER_TICK]
     # A drop ingested after its marker was last touched (by a backfill, the schedule or a click
     # in the UI) is not new: a sensor starting on an existing instance must not redo history.
-    done = [d for d in batch if _ingested_after(context, d)]
+    done = [d for d in batch if ingested_after(context.instance, d)]
     for drop in done:
         seen[str(drop.partition)] = drop.success_mtime_ns
     batch = [d for d in batch if d not in done]
@@ -93,8 +94,9 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 
-def _ingested_after(context: SensorEvaluationContext, drop: Drop) -> bool:
-    records = context.instance.fetch_materializations(
+def ingested_after(instance: DagsterInstance, drop: Drop) -> bool:
+    """Whether `raw_orders` of the drop's partition was materialized after its _SUCCESS."""
+    records = instance.fetch_materializations(
         AssetRecordsFilter(
             asset_key=AssetKey("raw_orders"), asset_partitions=[str(drop.partition)]
         ),
