@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from dagster import (
     AssetExecutionContext,
+    AssetMaterialization,
     AssetObservation,
     AssetsDefinition,
     BackfillPolicy,
@@ -42,7 +43,7 @@ from regional_etl.resources.fx import (
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
-FxEvent = AssetObservation | MaterializeResult
+FxEvent = AssetObservation | AssetMaterialization | MaterializeResult
 
 
 def build_fx_rates_asset(retry_policy: RetryPolicy | None = FX_RETRY_POLICY) -> AssetsDefinition:
@@ -89,6 +90,7 @@ def _materialize_fx_rates(
     rate_dates: dict[str, str] = {}
     latest: dt.date | None = None
     stale: list[str] = []
+    rejected: dict[str, FXError] = {}
     for date in dates:
         day = dt.date.fromisoformat(date)
         try:
@@ -98,8 +100,14 @@ def _materialize_fx_rates(
         except FXError as exc:
             # Observations first: yielded events are stored at once, raised ones would be lost.
             yield from _breaker_observations(context, fx, date, transitions)
-            counts = (fx.attempt_count - attempts_before, fx.retry_count - retries_before)
-            raise _fx_failure(context, fx, date, exc, counts, transitions) from exc
+            if isinstance(exc, FXTransientError | FXCircuitOpenError):
+                # The service, not the date: every later date would fail the same way, and
+                # only the step's retry (after a wait) can help.
+                counts = (fx.attempt_count - attempts_before, fx.retry_count - retries_before)
+                raise _fx_failure(context, fx, date, exc, counts, transitions) from exc
+            # A date the service rejects is that date's problem: the others still publish.
+            rejected[date] = exc
+            continue
         yield from _breaker_observations(context, fx, date, transitions)
         rate_dates[date] = quote.rate_date.isoformat()
         if latest is not None and day > latest:
@@ -115,19 +123,20 @@ def _materialize_fx_rates(
         f"fx_rates: {len(dates)} date(s) in {http_attempts} HTTP attempt(s), {http_retries} "
         f"retried, step attempt {context.retry_number + 1}"
     )
-    with spark.connection_errors():
-        session = spark.session_for(len(rows))
-        frame = session.createDataFrame(rows, schema(Table.FX_RATES))
-        result = replace_partitions(
-            frame.coalesce(1),
-            warehouse.table(Table.FX_RATES),
-            Table.FX_RATES,
-            daily_predicate(dates),
-            context.run_id,
-        )
-        table_rows = catalog.table_rows(session, result)
-    yield MaterializeResult(
-        metadata={
+    published = [d for d in dates if d not in rejected]
+    if published:
+        with spark.connection_errors():
+            session = spark.session_for(len(rows))
+            frame = session.createDataFrame(rows, schema(Table.FX_RATES))
+            result = replace_partitions(
+                frame.coalesce(1),
+                warehouse.table(Table.FX_RATES),
+                Table.FX_RATES,
+                daily_predicate(published),
+                context.run_id,
+            )
+            table_rows = catalog.table_rows(session, result)
+        metadata = {
             **result.metadata(),
             # Every date has one row per currency, so the count is right for each date of a range.
             **catalog.materialization_metadata(result, table_rows, len(CURRENCIES)),
@@ -137,7 +146,22 @@ def _materialize_fx_rates(
             "stale_dates": MetadataValue.json(stale),
             **_resilience_metadata(context, fx, http_attempts, http_retries, transitions),
         }
-    )
+        if not rejected:
+            yield MaterializeResult(metadata=metadata)
+            return
+        # Each published date its own event, so only the rejected ones show as failed.
+        for date in published:
+            yield AssetMaterialization(context.asset_key, partition=date, metadata=metadata)
+    [(first, exc), *others] = rejected.items()
+    failure = _fx_failure(context, fx, first, exc, (http_attempts, http_retries), transitions)
+    if others:
+        failure = Failure(
+            description=f"fx_rates: {len(rejected)} of {len(dates)} dates not published (the "
+            "others are): " + "; ".join(f"{d}: {e}" for d, e in rejected.items()),
+            metadata=failure.metadata,
+            allow_retries=False,
+        )
+    raise failure
 
 
 def _resilience_metadata(

@@ -299,3 +299,44 @@ def test_a_hanging_server_times_out_and_the_run_ends(
     message = step_failure_description(instance, result.run_id)
     assert "transient FX failure" in message and "timed out" in message
     assert any("giving up on this run" in m for m in log_messages(instance, result.run_id))
+
+
+def test_in_a_range_run_a_date_the_service_rejects_fails_alone(
+    spark, instance: DagsterInstance, fx_server: FaultyFXServer, make_resources: MakeResources
+):
+    """A 4xx for one date is that date's problem: the other dates of the range run publish,
+    each with its own materialization, and only the rejected ones are failed partitions."""
+    from dagster import AssetKey, AssetPartitionStatus
+
+    from regional_etl.partitions import daily_partitions
+    from regional_etl_tests.oracle import ecb_usd_per_unit
+
+    dates = ["2024-03-11", "2024-03-12", "2024-03-13", "2024-03-14"]
+    # Seeded draws: a reproducible mix of rejected and answered dates.
+    fx_server.set_faults(FaultConfig(error_rate=0.5, status=422, seed=3))
+    result = materialize(
+        [fast_fx_rates],
+        resources=make_resources(),
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": dates[0],
+            "dagster/asset_partition_range_end": dates[-1],
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert retries_of(instance, result.run_id) == 0  # a rejection is not retried
+    status = instance.get_status_by_partition(AssetKey("fx_rates"), dates, daily_partitions)
+    assert status is not None
+    failed = {d for d, s in status.items() if s == AssetPartitionStatus.FAILED}
+    published = {d for d, s in status.items() if s == AssetPartitionStatus.MATERIALIZED}
+    assert failed and published and failed | published == set(dates), status
+    message = step_failure_description(instance, result.run_id)
+    assert all(d in message for d in failed) and not any(d in message for d in published)
+    table = spark.read.format("delta").load(make_resources()["warehouse"].table(Table.FX_RATES))
+    by_date: dict[str, dict[str, Any]] = {}
+    for row in table.collect():
+        by_date.setdefault(str(row["order_date"]), {})[row["currency"]] = row["usd_per_unit"]
+    assert set(by_date) == published
+    for date in published:
+        assert by_date[date] == ecb_usd_per_unit(dt.date.fromisoformat(date)), date
