@@ -203,3 +203,34 @@ def test_run_silver_publishes_passing_partitions_and_empties_blocked_ones(spark,
     assert {r["region"] for r in silver} == {"us-east"}
     assert len(silver) == us_east.orders == run.orders.rows
     assert len(rows(spark, run.quarantine.path)) == us_east.quarantined
+
+
+def test_a_bronze_table_of_the_older_contract_gains_the_new_columns(spark, tmp_path) -> None:
+    """A warehouse created before bronze had `defect` and `line_bytes` keeps working: the next
+    write adds them, and the rows written before read them as null."""
+    from regional_etl.io.landing import read_drops, ready_drop
+    from regional_etl.partitions import DateRegion
+    from regional_etl.pipeline import write_bronze
+    from regional_etl.resources.warehouse import WarehouseResource
+
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    generate_landing(landing, dt.date(2024, 3, 4), dt.date(2024, 3, 4), rows=5,
+                     regions=["us-east", "eu-west"])  # fmt: skip
+    path = warehouse / "bronze" / "raw_orders"
+    spark.sql(
+        f"CREATE TABLE delta.`{path}` (value STRING, source_file STRING NOT NULL, "
+        "line_number BIGINT NOT NULL, run_id STRING NOT NULL, order_date DATE NOT NULL, "
+        "region STRING NOT NULL) USING delta PARTITIONED BY (order_date, region)"
+    )
+    spark.sql(
+        f"INSERT INTO delta.`{path}` VALUES ('old', 'f', 1, 'old-run', DATE'2024-03-03', 'us-east')"
+    )
+    resource = WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse))
+    partition = DateRegion("2024-03-04", "us-east")
+    drops = [ready_drop(landing, partition)]
+    write_bronze(read_drops(spark, landing, drops), resource, [partition], "new-run")
+    table = spark.read.format("delta").load(str(path))
+    assert {"defect", "line_bytes"} <= set(table.columns)
+    rows = table.collect()
+    assert {r["run_id"] for r in rows} == {"old-run", "new-run"}
+    assert all(r["defect"] is None and r["line_bytes"] is None for r in rows)
