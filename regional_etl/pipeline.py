@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from regional_etl.checks import QualityGateResource, Verdict, orders_verdicts, schema_problems
 from regional_etl.contract import Table, schema
@@ -180,7 +181,8 @@ def snapshot_landing_lines(
         except DropNotReadyError:
             counts[p] = -1
             continue
-        held = files.get(p, set())
+        # Spark names a file by its URI path: a space or `%` in a name comes percent-encoded.
+        held = {unquote(f) for f in files.get(p, set())}
         root = drop.path.parent.parent
         kept = tuple(f for f in drop.files if f.relative_to(root).as_posix() in held)
         if len(kept) != len(held):

@@ -151,3 +151,24 @@ def test_a_redelivery_after_the_ingest_does_not_fail_the_reconciliation_of_the_s
     stats = run.stats[PARTITION]
     assert stats.landing_lines == stats.lines == 30
     assert run.blocked == [], run.verdicts[PARTITION]
+
+
+def test_a_file_name_spark_percent_encodes_still_reconciles(spark: Any, tmp_path: Path) -> None:
+    """The snapshot names its files by Spark's URI path (`a b%.jsonl` as `a%20b%25.jsonl`):
+    the gate still finds them in the drop."""
+    warehouse = _warehouse(tmp_path, "a")
+    _ingest(spark, warehouse, rows=20, seed=5, run_id="run-0")
+    drop = ready_drop(warehouse.landing(), PARTITION).path
+    for f in sorted(drop.glob("*.jsonl"))[:1]:
+        f.rename(drop / f"odd name 100%{f.name}")
+    (drop / "_SUCCESS").touch()
+    lines = read_drops(spark, warehouse.landing(), [ready_drop(warehouse.landing(), PARTITION)])
+    write_bronze(lines, warehouse, [PARTITION], "run-a")
+    _fx(spark, warehouse)
+
+    run = run_silver(
+        read_bronze(spark, warehouse, [PARTITION]), warehouse, [PARTITION], "run-a", GATES
+    )
+    stats = run.stats[PARTITION]
+    assert stats.landing_lines == stats.lines == 20
+    assert run.blocked == [], run.verdicts[PARTITION]
