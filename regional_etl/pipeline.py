@@ -95,16 +95,15 @@ def run_silver(
     one version. `after_step` is called with each step's name as it ends (the profile times
     them). `MissingFXRatesError` before any write if a date has no FX rates.
 
-    Concurrent runs of the same partitions once miscounted: a run's gate pass and its writes
-    read different versions of `bronze/raw_orders`. Spark Connect sends the plan again with each
-    action and an unpinned Delta read resolves the newest version each time; the cached frame
-    did not hold it either, as every session shares the server's one CacheManager, which
-    matches by plan: runs of the same partitions shared one entry, one run's `unpersist` dropped
-    it for the other, and any commit to bronze cleared it (Spark re-caches the plans that read a
-    path it writes), so the next action rebuilt it from the newest version. Now every table is
-    read at one version for all the run's actions (`read_pinned`) and the cached frame's plan
-    carries the run id (`silver_frames`), so the cache is only a speed-up, never a source of
-    truth.
+    Why every table is read pinned (`read_pinned`) and the cached frame carries the run id
+    (`silver_frames`): the gate pass and the two writes are three actions, and Spark Connect
+    sends the plan again with each; an unpinned Delta read resolves the newest version each
+    time, so with other runs committing to `bronze/raw_orders` the writes could publish lines
+    the gates never counted. The cache does not hold a version either: every session shares
+    the server's one CacheManager, which matches by plan, so runs of the same partitions would
+    share one entry that either run's `unpersist` drops, and a commit to a table clears every
+    cached unpinned plan that reads it (rebuilt from the newest version at the next action).
+    Pinned, the cache is a speed-up and never decides what a run reads.
     """
     from pyspark import StorageLevel
 
