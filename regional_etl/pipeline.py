@@ -4,15 +4,16 @@ benchmarks run the same code without Dagster."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from regional_etl.checks import QualityGateResource, Verdict, orders_verdicts, schema_problems
 from regional_etl.contract import Table, schema
 from regional_etl.io.delta import (
     WriteResult,
     daily_predicate,
-    read_table,
+    read_pinned,
     regional_predicate,
     replace_partitions,
 )
@@ -25,7 +26,7 @@ from regional_etl.transforms.silver import silver_frames
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
 
 class MissingFXRatesError(RuntimeError):
@@ -59,7 +60,8 @@ def write_bronze(
 def read_bronze(
     spark: SparkSession, warehouse: WarehouseResource, partitions: Sequence[DateRegion]
 ) -> DataFrame:
-    return read_table(spark, warehouse.table(Table.RAW_ORDERS)).where(
+    """The bronze lines of `partitions` at the table's current version, for every action."""
+    return read_pinned(spark, warehouse.table(Table.RAW_ORDERS)).where(
         regional_predicate(partitions)
     )
 
@@ -86,19 +88,28 @@ def run_silver(
     run_id: str,
     gates: QualityGateResource,
     after_step: Callable[[str], None] = lambda step: None,
-    landing: Mapping[DateRegion, int] | None = None,
 ) -> SilverRun:
     """Classify, convert and gate the bronze lines of `partitions`, then publish them:
     write-audit-publish, so a partition that fails a blocking gate has its silver/orders partition
-    emptied and only its line-level rejects written. `after_step` is called with each step's name
-    as it ends (the profile times them). `landing` is `landing_lines(...)` of the partitions if
-    the caller has it already. `MissingFXRatesError` before any write if a date has no FX
-    rates."""
+    emptied and only its line-level rejects written. `bronze` is `read_bronze(...)`, pinned to
+    one version. `after_step` is called with each step's name as it ends (the profile times
+    them). `MissingFXRatesError` before any write if a date has no FX rates.
+
+    Why every table is read pinned (`read_pinned`) and the cached frame carries the run id
+    (`silver_frames`): the gate pass and the two writes are three actions, and Spark Connect
+    sends the plan again with each; an unpinned Delta read resolves the newest version each
+    time, so with other runs committing to `bronze/raw_orders` the writes could publish lines
+    the gates never counted. The cache does not hold a version either: every session shares
+    the server's one CacheManager, which matches by plan, so runs of the same partitions would
+    share one entry that either run's `unpersist` drops, and a commit to a table clears every
+    cached unpinned plan that reads it (rebuilt from the newest version at the next action).
+    Pinned, the cache is a speed-up and never decides what a run reads.
+    """
     from pyspark import StorageLevel
 
     spark = bronze.sparkSession
     dates = sorted({p.order_date for p in partitions})
-    fx = read_table(spark, warehouse.table(Table.FX_RATES)).where(daily_predicate(dates))
+    fx = read_pinned(spark, warehouse.table(Table.FX_RATES)).where(daily_predicate(dates))
     have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
     if missing := sorted(set(dates) - have_fx):
         raise MissingFXRatesError(missing)
@@ -107,9 +118,9 @@ def run_silver(
     frames = silver_frames(bronze, fx, run_id)
     frames.lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        if landing is None:
-            landing = landing_lines(warehouse.landing(), partitions)
-        stats = _partition_stats(frames.gate_stats, partitions, landing)
+        gate_stats = frames.gate_stats.collect()
+        landing = snapshot_landing_lines(warehouse.landing(), _files_of(frames.lines), partitions)
+        stats = _partition_stats(gate_stats, partitions, landing)
         problems = schema_problems(frames.orders.schema, schema(Table.ORDERS))
         verdicts = {p: orders_verdicts(stats[p], problems, gates) for p in partitions}
         after_step("classify + convert + cache + gate")
@@ -141,9 +152,8 @@ def run_silver(
 
 
 def landing_lines(landing: Path, partitions: Sequence[DateRegion]) -> dict[DateRegion, int]:
-    """The lines of each partition's landing drop, counted outside Spark, for the gates to
-    reconcile with; -1 for a drop being redelivered or no longer readable (it cannot be
-    reconciled now, so its partition is not published)."""
+    """The lines of each partition's landing drop, counted outside Spark; -1 for a drop being
+    redelivered or no longer readable."""
     counts: dict[DateRegion, int] = {}
     for p in partitions:
         try:
@@ -153,11 +163,50 @@ def landing_lines(landing: Path, partitions: Sequence[DateRegion]) -> dict[DateR
     return counts
 
 
+def snapshot_landing_lines(
+    landing: Path, files: Mapping[DateRegion, set[str]], partitions: Sequence[DateRegion]
+) -> dict[DateRegion, int]:
+    """What the reconciliation gate compares bronze with: the landing lines of the files that
+    the run's bronze snapshot holds (`files`: `source_file`s per partition), counted outside
+    Spark. A file the drop gained after that snapshot was ingested (a redelivery) belongs to the
+    next ingest, and counting it would fail a run that read a consistent snapshot; `raw_orders`
+    checks at its write that it ingested every file of the drop. A snapshot holding nothing of
+    a drop that has files counts the whole drop. -1 when the drop is being redelivered, lost a
+    file of the snapshot or has one that can no longer be read: it cannot be reconciled now."""
+    counts: dict[DateRegion, int] = {}
+    for p in partitions:
+        try:
+            drop = ready_drop(landing, p)
+        except DropNotReadyError:
+            counts[p] = -1
+            continue
+        # Spark names a file by its URI path: a space or `%` in a name comes percent-encoded.
+        held = {unquote(f) for f in files.get(p, set())}
+        root = drop.path.parent.parent
+        kept = tuple(f for f in drop.files if f.relative_to(root).as_posix() in held)
+        if len(kept) != len(held):
+            counts[p] = -1
+            continue
+        try:
+            counts[p] = count_lines([replace(drop, files=kept) if held else drop])
+        except LandingFileError:
+            counts[p] = -1
+    return counts
+
+
+def _files_of(lines: DataFrame) -> dict[DateRegion, set[str]]:
+    """The landing files each partition's lines come from."""
+    files: dict[DateRegion, set[str]] = {}
+    for r in lines.select("order_date", "region", "source_file").distinct().collect():
+        files.setdefault(DateRegion(str(r["order_date"]), r["region"]), set()).add(r["source_file"])
+    return files
+
+
 def _partition_stats(
-    gate_stats: DataFrame, partitions: Sequence[DateRegion], landing: Mapping[DateRegion, int]
+    gate_stats: list[Row], partitions: Sequence[DateRegion], landing: Mapping[DateRegion, int]
 ) -> dict[DateRegion, PartitionStats]:
-    """Collect the one-pass gate numbers, with each partition's landing lines."""
-    collected = {(str(r["order_date"]), r["region"]): r.asDict() for r in gate_stats.collect()}
+    """The one-pass gate numbers, with each partition's landing lines."""
+    collected = {(str(r["order_date"]), r["region"]): r.asDict() for r in gate_stats}
     result: dict[DateRegion, PartitionStats] = {}
     for p in partitions:
         row = collected.get((p.order_date, p.region))

@@ -191,3 +191,34 @@ def test_silver_frames_split_every_line_into_orders_or_quarantine(spark, tmp_pat
     [stats] = frames.gate_stats.collect()
     assert (stats.lines, stats.orders, stats.quarantined) == (4, 2, 2)
     assert stats.distinct_order_ids == 2
+
+
+def test_line_defects_are_their_lines_reasons_whatever_the_file_is_called(spark, tmp_path) -> None:
+    """A line that is not UTF-8 or is over the line limit is quarantined with its own reason,
+    also in a file whose name Spark spells differently (as a URI: a space, '%', '+'), and its
+    neighbours are orders."""
+    from regional_etl.contract import MAX_LINE_BYTES
+
+    folder = tmp_path / "region=eu-west" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    good, other = line(order_id="G1").encode(), line(order_id="G2").encode()
+    latin1 = line(order_id="L1", user_id="Jos\u00e9").replace("\\u00e9", "\u00e9")
+    long_line = line(order_id="X1", note="x" * MAX_LINE_BYTES).encode()
+    for name in ("plain.jsonl", "a b+c%d.jsonl"):
+        (folder / name).write_bytes(
+            b"\n".join([good, latin1.encode("latin-1"), long_line, other]) + b"\n"
+        )
+        good, other = line(order_id="G3").encode(), line(order_id="G4").encode()
+    (folder / "_SUCCESS").write_bytes(b"")
+    drop = ready_drop(tmp_path, DateRegion(DAY, "eu-west"))
+    bronze = read_drops(spark, tmp_path, [drop])
+    got = reasons(classify(bronze))
+    # Bronze keeps Spark's spelling of the name, as it always has.
+    for name in ("plain.jsonl", "a%20b+c%25d.jsonl"):
+        assert (got[(name, 2)], got[(name, 3)]) == ("invalid_encoding", "line_too_long"), name
+        assert got[(name, 1)] is None and got[(name, 4)] is None, name
+    kept = {(r.line_number, r.defect): (r.value, r.line_bytes) for r in bronze.collect()}
+    assert kept[(2, "invalid_encoding")][0] == latin1.encode("latin-1").decode(errors="replace")
+    assert len(kept[(3, "line_too_long")][0].encode()) == 1024
+    assert kept[(3, "line_too_long")][1] == len(long_line)
+    assert count_lines([drop]) == bronze.count() == 8

@@ -16,7 +16,12 @@ from dagster import (
 from regional_etl import catalog
 from regional_etl.checks import REVENUE_GATES, Verdict, partition_check_results
 from regional_etl.contract import REGIONS, Table, schema
-from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
+from regional_etl.io.delta import (
+    daily_predicate,
+    read_pinned,
+    read_table,
+    replace_partitions,
+)
 from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
 from regional_etl.policies import SPARK_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
@@ -79,7 +84,8 @@ def daily_revenue(
     # A lost Spark server fails the step with a message that says so; the retry reconnects.
     with spark.connection_errors():
         dates = run_dates(context)
-        orders = read_table(spark.spark_session, warehouse.table(Table.ORDERS)).where(
+        # One silver version for the count and the aggregation, whatever other runs commit.
+        orders = read_pinned(spark.spark_session, warehouse.table(Table.ORDERS)).where(
             daily_predicate(dates)
         )
         # The count reads no column (Parquet footers only).
@@ -104,7 +110,12 @@ def daily_revenue(
                 daily_predicate(complete),
                 context.run_id,
             )
-            written = read_table(session, result.path).where(daily_predicate(complete)).collect()
+            # Its own commit: a concurrent run of the same dates may have committed since.
+            written = (
+                read_table(session, result.path, result.version)
+                .where(daily_predicate(complete))
+                .collect()
+            )
             written_by_date = _by_date_and_region(written, complete)
             table_rows = catalog.table_rows(session, result)
             for d in complete:

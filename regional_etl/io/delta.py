@@ -202,5 +202,23 @@ def commit_of(spark: SparkSession, path: str, run_id: str) -> WriteResult:
     )
 
 
-def read_table(spark: SparkSession, path: str) -> DataFrame:
-    return spark.read.format("delta").load(path)
+def current_version(spark: SparkSession, path: str) -> int:
+    """The table's newest committed version, to pin a run's reads to (`read_table`)."""
+    [latest] = history(spark, path, 1).select("version").collect()
+    return int(latest["version"])
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The table at `version`, or unpinned: then each action reads the version that is newest
+    when it runs, as Spark Connect sends the plan again with every action."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def read_pinned(spark: SparkSession, path: str) -> DataFrame:
+    """The table at its current version, for every action of the frame: a step whose actions
+    must agree (a gate pass, then the writes it gated) reads what other writers commit later
+    at none of them."""
+    return read_table(spark, path, current_version(spark, path))

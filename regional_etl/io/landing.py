@@ -159,7 +159,20 @@ def read_drops(
         [(d.source_file, d.line_number, d.reason.value, d.line_bytes, d.value) for d in defects],
         "source_file string, line_number long, defect string, line_bytes long, kept string",
     )
-    joined = lines.join(F.broadcast(found), ["source_file", "line_number"], "left")
+    # Spark names a file by its URI path (a space comes as %20, a '%' as %25, a '+' stays):
+    # matched by the name as the file system spells it, which is what `scan_drop` has.
+    plain_name = F.url_decode(F.regexp_replace(lines["source_file"], r"\+", "%2B"))
+    keys = [plain_name == found["source_file"], lines["line_number"] == found["line_number"]]
+    joined = lines.join(F.broadcast(found), keys, "left").select(
+        lines["value"],
+        lines["source_file"],
+        lines["line_number"],
+        found["defect"],
+        found["line_bytes"],
+        found["kept"],
+        lines["order_date"],
+        lines["region"],
+    )
     return joined.select(
         F.when(F.col("defect").isNull(), F.col("value")).otherwise(F.col("kept")).alias("value"),
         "source_file",
