@@ -40,6 +40,12 @@ class QualityGateResource(ConfigurableResource):
         description="Largest share of landing lines that may be quarantined before the "
         "quarantine-ratio check warns.",
     )
+    block_quarantine_ratio: float = Field(
+        default=0.5,
+        description="Share of landing lines quarantined above which the quarantine-ratio check "
+        "fails as an error and the partition is not published: its drop is mostly not orders "
+        "(a broken export), caught by the gate rather than by a crash.",
+    )
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,12 @@ class Verdict:
     gate: Gate
     passed: bool
     metadata: dict[str, Any]
+    # A WARN gate's verdict raised to ERROR (the quarantine ratio of a mostly broken drop).
+    severity: AssetCheckSeverity | None = None
 
     @property
     def blocks(self) -> bool:
-        return self.gate.blocking and not self.passed
+        return (self.severity or self.gate.severity) == ERROR and not self.passed
 
 
 ORDERS_GATES = {
@@ -88,7 +96,8 @@ ORDERS_GATES = {
         ),
         Gate(
             "quarantine_ratio",
-            "At most max_quarantine_ratio of the landing lines are quarantined.",
+            "At most max_quarantine_ratio of the landing lines are quarantined (warns); over "
+            "block_quarantine_ratio the drop is mostly not orders and is not published.",
             WARN,
         ),
     ]
@@ -151,8 +160,10 @@ def orders_verdicts(
             {
                 "quarantine_ratio": MetadataValue.float(round(s.quarantine_ratio, 6)),
                 "max_quarantine_ratio": MetadataValue.float(gates.max_quarantine_ratio),
+                "block_quarantine_ratio": MetadataValue.float(gates.block_quarantine_ratio),
                 "quarantined": s.quarantined,
             },
+            ERROR if s.quarantine_ratio > gates.block_quarantine_ratio else None,
         ),
     ]
 
@@ -221,7 +232,7 @@ def partition_check_results(
                 passed=v.passed,
                 metadata={"partition": partition, **v.metadata},
                 target_materialization_data=target,
-                severity=v.gate.severity,
+                severity=v.severity or v.gate.severity,
                 blocking=v.gate.blocking,
                 partition=partition,
                 description=v.gate.description,

@@ -141,6 +141,9 @@ GATE_MAX_ROWS = Setting("REGIONAL_ETL_GATE_MAX_ROWS", "10000000", "volume gate: 
 GATE_MAX_QUARANTINE_RATIO = Setting(
     "REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO", "0.05", "quarantine-ratio warning threshold"
 )
+GATE_BLOCK_QUARANTINE_RATIO = Setting(
+    "REGIONAL_ETL_GATE_BLOCK_QUARANTINE_RATIO", "0.5", "quarantine-ratio blocking threshold"
+)
 
 # Blue-green releases
 RELEASE = Setting(

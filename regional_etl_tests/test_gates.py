@@ -93,6 +93,23 @@ def test_severity_volume_reconciliation_schema_block_and_ratio_only_warns() -> N
     assert not ratio.passed and not ratio.blocks
 
 
+def test_a_drop_that_is_mostly_not_orders_is_blocked_by_the_ratio_gate() -> None:
+    """Over block_quarantine_ratio (half by default) the drop is a broken export: the ratio gate
+    fails as an error and keeps the partition out of silver, rather than only warning."""
+    assert GATES.block_quarantine_ratio == 0.5
+    at_half = PartitionStats(**{**CLEAN.__dict__, "orders": 25, "distinct_order_ids": 25,
+                                "quarantined": 25})  # fmt: skip
+    ratio = verdicts(at_half)["quarantine_ratio"]
+    assert not ratio.passed and not ratio.blocks and ratio.severity is None
+    garbage = PartitionStats(**{**CLEAN.__dict__, "orders": 10, "distinct_order_ids": 10,
+                                "quarantined": 40})  # fmt: skip
+    got = verdicts(garbage)
+    assert got["quarantine_ratio"].blocks
+    assert got["quarantine_ratio"].severity == AssetCheckSeverity.ERROR
+    assert got["quarantine_ratio"].metadata["block_quarantine_ratio"].value == 0.5
+    assert {n for n, v in got.items() if v.blocks} == {"quarantine_ratio"}
+
+
 def test_schema_gate_names_the_differences(spark) -> None:
     contract = schema(Table.ORDERS)
     assert schema_problems(contract, contract) == []

@@ -65,4 +65,5 @@ def quality_gates() -> QualityGateResource:
         min_rows=settings.configured(settings.GATE_MIN_ROWS, int),
         max_rows=settings.configured(settings.GATE_MAX_ROWS, int),
         max_quarantine_ratio=settings.configured(settings.GATE_MAX_QUARANTINE_RATIO, float),
+        block_quarantine_ratio=settings.configured(settings.GATE_BLOCK_QUARANTINE_RATIO, float),
     )

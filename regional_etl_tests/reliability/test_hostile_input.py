@@ -323,8 +323,12 @@ def hostile(
     resources: dict[str, Any] = {
         "spark": SparkResource(session_config=TEST_SPARK_CONF),
         "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
-        # One valid order is enough volume here; an empty partition is not.
-        "quality_gates": QualityGateResource(min_rows=1, max_quarantine_ratio=1.0),
+        # One valid order is enough volume here; an empty partition is not. Every kind of bad
+        # line shares us-east's drop, so most of it is quarantined: a real drop that bad is
+        # blocked by the ratio gate (test_gates.py), this one is judged line by line.
+        "quality_gates": QualityGateResource(
+            min_rows=1, max_quarantine_ratio=1.0, block_quarantine_ratio=1.0
+        ),
         "fx": FXRatesResource(
             base_url=pipeline_fx_server.url,
             breaker_storage_url=f"sqlite:///{root / 'breaker.sqlite'}",
