@@ -56,9 +56,10 @@ def raw_orders(context: AssetExecutionContext, spark: SparkResource, warehouse: 
     be (decoded with replacement characters, or cut to a prefix, with its `defect` and
     `line_bytes`) and quarantined by silver. A drop that is not complete or has a file that
     cannot be read fails its own partition, named with the path; in a range run every other
-    drop is still published. Table: `bronze/raw_orders` by `order_date`, `region`. Metadata per
-    partition: `landing_lines`, `line_defects`, `dagster/partition_row_count`, and the table's
-    `dagster/row_count` after the run's commit.
+    drop is still published. Table: `bronze/raw_orders` by `order_date`, `region`. Metadata:
+    `landing_lines`, `line_defects`, `dagster/partition_row_count` (per partition; a range run
+    in which every drop is ingested reports its totals), and the table's `dagster/row_count`
+    after the run's commit.
     """
     scans: dict[DateRegion, DropScan] = {}
     failed: dict[str, str] = {}
@@ -95,9 +96,12 @@ def raw_orders(context: AssetExecutionContext, spark: SparkResource, warehouse: 
                     **_landing_metadata([scan]),
                 },
             )
+    reasons = "; ".join(f"{p}: {why}" for p, why in failed.items())
     raise Failure(
-        description=f"{len(failed)} of {len(failed) + len(scans)} drops not ingested (the others "
-        "are published): " + "; ".join(f"{p}: {why}" for p, why in failed.items()),
+        description=reasons
+        if not scans
+        else f"{len(failed)} of {len(failed) + len(scans)} drops not ingested (the others are "
+        f"published): {reasons}",
         metadata={"failed_partitions": MetadataValue.json(failed)},
         allow_retries=False,
     )
