@@ -128,22 +128,27 @@ class Pipeline:
         return str(self.warehouse / name)
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeline:
-    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+def build_pipeline(root: Path, fx_url: str) -> Pipeline:
+    """The test pipeline under `root`, its FX rates from `fx_url`."""
+    landing, warehouse = root / "landing", root / "warehouse"
     resources: dict[str, Any] = {
         "spark": SparkResource(session_config=TEST_SPARK_CONF),
         "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
         # Test drops are small: the volume gate's floor is scaled down with them.
         "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
         "fx": FXRatesResource(
-            base_url=pipeline_fx_server.url,
-            breaker_storage_url=f"sqlite:///{tmp_path / 'breaker.sqlite'}",
+            base_url=fx_url,
+            breaker_storage_url=f"sqlite:///{root / 'breaker.sqlite'}",
             backoff_base_seconds=0.01,
             backoff_max_seconds=0.05,
         ),
     }
     return Pipeline(landing, warehouse, resources, build_definitions(resources))
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeline:
+    return build_pipeline(tmp_path, pipeline_fx_server.url)
 
 
 @pytest.fixture
