@@ -1,7 +1,7 @@
 """Benchmarks of regional_etl: backfill throughput, gate cost, code-location load, memory, scaling.
 
     python -m benchmarks.run            # full mode: 30 days x 4 regions x 25,000 rows (long)
-    python -m benchmarks.run --quick    # tiny sizes, what CI runs so the benchmark cannot rot
+    python -m benchmarks.run --quick    # a smoke run of every section at tiny sizes (CI)
 
 Generates its own input with `regional_etl.generate`, serves FX rates from the bundled service
 on a loopback port, runs every workload in a fresh process (so start-up costs count and memory is
@@ -19,13 +19,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load, per_partition
 from benchmarks.common import (
+    CLASSIC_ON_SERVER,
     FULL,
     PROJECT,
     QUICK,
@@ -197,7 +200,9 @@ def best_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI); no timing targets")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run at tiny sizes (CI); measures nothing"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -234,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {unknown}: expected some of {', '.join(SECTIONS)}")
 
+    if sizes.smoke:
+        # Inherited by every worker (`pipeline_env` keeps it): see `Sizes.smoke`.
+        os.environ[CLASSIC_ON_SERVER] = "1"
+
     from regional_etl import spark_server
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
@@ -269,12 +278,32 @@ def main(argv: list[str] | None = None) -> int:
         f"Spark Connect server {'already running' if was_running else 'started'} at "
         f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
     )
+    # (u) beside the other sections (a smoke run): its own thread, stopped with the benchmark.
+    beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ui-backfill")
+    stop_beside = threading.Event()
     try:
         # One FX service for every process.
         with FXServer() as fx:
             landing = work / "landing-1x"
             say(f"generating {sizes.days} days x {len(REGIONS)} regions x {sizes.rows} rows")
             results["input"] = generate(landing, sizes, sizes.rows)
+
+            def ui_run(n: int) -> dict[str, Any]:
+                return run_ui_backfill(
+                    work,
+                    f"u-r{n}",
+                    landing,
+                    sizes.start,
+                    end_date(sizes),
+                    fx.url,
+                    max(1, sizes.rows // 2),
+                    stop=stop_beside,
+                )
+
+            first_u: Future[dict[str, Any]] | None = None
+            if sizes.smoke and "ui_backfill" in sections:
+                say("(u) asset backfill launched over the webserver, beside the other sections")
+                first_u = beside.submit(ui_run, 0)
             if not was_running and sizes.name == "full":
                 # A JVM that has only started runs its first Spark and Delta code cold (about
                 # twice as slow): whichever variant came first would pay for it. A 2-day
@@ -313,25 +342,21 @@ def main(argv: list[str] | None = None) -> int:
                         shutil.rmtree(work / f"warehouse-{name}-1x-r{n}", ignore_errors=True)
                 results["backfill"] = best_rounds(rounds)
 
-            if "ui_backfill" in sections:
+            def ui_section() -> None:
                 # The UI's path and the CLI's, side by side, each on its own instance and
                 # warehouse, with the bare script as the floor: (u), (b), (c), twice, in turns.
                 ui_rounds: list[dict[str, Any]] = []
                 for n in range(sizes.backfill_rounds):
-                    one = {}
-                    say(f"round {n + 1}: (u) asset backfill launched over the webserver")
-                    one["u"] = run_ui_backfill(
-                        work,
-                        f"u-r{n}",
-                        landing,
-                        sizes.start,
-                        end_date(sizes),
-                        fx.url,
-                        max(1, sizes.rows // 2),
-                    )
+                    one: dict[str, Any] = {}
+                    if first_u is not None and n == 0:
+                        say("(u) waiting for the asset backfill started beside the sections")
+                        one["u"] = first_u.result()
+                    else:
+                        say(f"round {n + 1}: (u) asset backfill launched over the webserver")
+                        one["u"] = ui_run(n)
                     say(f"(u) {one['u']['wall_s']:.1f}s in {one['u']['runs']} runs; (b) CLI")
-                    if sizes.name == "quick" and "backfill" in results:
-                        # Quick mode only checks that every path runs: the backfill section's
+                    if sizes.smoke and "backfill" in results:
+                        # A smoke run only checks that every path runs: the backfill section's
                         # (b) and (c) of this invocation stand in.
                         one["b"], one["c"] = results["backfill"]["b"], results["backfill"]["c"]
                         ui_rounds.append(one)
@@ -353,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                     k: [r[k]["wall_s"] for r in ui_rounds] for k in ("u", "b", "c")
                 }
                 results["ui_backfill"] = best
+
+            if "ui_backfill" in sections and not sizes.smoke:
+                ui_section()
 
             if "per_partition" in sections:
                 sample_dates = dates[: sizes.per_partition_dates]
@@ -383,10 +411,10 @@ def main(argv: list[str] | None = None) -> int:
                     server.jvm_pid,
                     say,
                 )
-                say(f"{len(REGIONS)} concurrent regional runs on the Connect path")
+                say(f"{sizes.concurrent_runs} concurrent regional runs on the Connect path")
                 pp["concurrent"] = per_partition.concurrent(
                     sample_dates[0],
-                    list(REGIONS),
+                    list(REGIONS[: sizes.concurrent_runs]),
                     envs["connect"],
                     logs / "concurrent",
                     server.jvm_pid,
@@ -425,7 +453,13 @@ def main(argv: list[str] | None = None) -> int:
                         {"factor": factor, "rows_per_partition": rows, "lines": lines, "b": run}
                     )
                 results["scaling"] = scaling
+
+            if "ui_backfill" in sections and sizes.smoke:
+                ui_section()  # (u) started first, beside the others: collected last
     finally:
+        # On any way out, (u) beside stops at its next poll and ends its `dagster dev`.
+        stop_beside.set()
+        beside.shutdown(wait=True)
         results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         after = spark_server.read_state()
         results["spark_server"]["same_server_at_end"] = bool(
