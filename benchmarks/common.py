@@ -49,9 +49,9 @@ class Sizes:
     concurrent_runs: int  # regional runs of one date launched at once (4b)
     # A smoke run (quick mode) measures nothing, so it takes two short cuts that keep every code
     # path running: the classic-path workers ((a0), (c), (c'), the gate) use the warm Connect
-    # server instead of a cold JVM of their own (a minute each on 2 cores), and (u), which
-    # mostly waits for the backfill daemon's fixed 30-second iterations, runs beside the other
-    # sections instead of after them.
+    # server instead of a cold JVM of their own (a minute each on 2 cores), and the sections run
+    # in three lanes instead of one after the other: (u), which mostly waits for the backfill
+    # daemon's fixed 30-second iterations; (a) with the gate; the rest.
     smoke: bool = False
 
     @property

@@ -201,7 +201,8 @@ def format_report(results: dict[str, Any]) -> str:
         out.append(
             "SMOKE RUN: every section once at tiny sizes, to show that it runs; no number here "
             "means anything. The classic-path rows ((a0), (c), (c'), the gate) ran on the warm "
-            "Connect server instead of a JVM of their own, and (u) beside the other sections."
+            "Connect server instead of a JVM of their own, and (u), (a) with the gate, and the "
+            "other sections ran side by side."
         )
     backfill, a = results.get("backfill"), results.get("per_partition")
     if backfill or a:

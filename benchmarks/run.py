@@ -278,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Spark Connect server {'already running' if was_running else 'started'} at "
         f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
     )
-    # (u) beside the other sections (a smoke run): its own thread, stopped with the benchmark.
-    beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ui-backfill")
+    # A smoke run's sections beside the others: (u) in a thread stopped with the benchmark, (a)
+    # and the gate in another that ends with its short runs.
+    beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside")
     stop_beside = threading.Event()
     try:
         # One FX service for every process.
@@ -314,6 +315,63 @@ def main(argv: list[str] | None = None) -> int:
                 generate(warm_landing, warm, warm.rows)
                 run_backfill_b(work, "warm", warm_landing, warm, warm.rows, fx.url, server.jvm_pid)
                 results["spark_server"]["warmed_s"] = round(time.perf_counter() - warming, 3)
+
+            def runs_and_gate() -> None:
+                if "per_partition" in sections:
+                    sample_dates = dates[: sizes.per_partition_dates]
+                    sample_regions = list(REGIONS[: sizes.per_partition_regions])
+                    say(
+                        f"(a) one process per partition, classic and Connect alternating: "
+                        f"{len(sample_dates)} date(s) x {len(sample_regions)} region(s) sampled; "
+                        f"Connect server warm at {server.url} (pid {server.jvm_pid})"
+                    )
+                    envs = {
+                        path: pipeline_env(
+                            dagster_home(work / f"home-a-{path}"),
+                            landing,
+                            work / f"warehouse-a-{path}",
+                            fx.url,
+                            sizes.min_rows,
+                        )
+                        for path in per_partition.LOCATIONS
+                    }
+                    logs = work / "logs" / "a"
+                    pp = per_partition.measure(
+                        dates,
+                        list(REGIONS),
+                        sample_dates,
+                        sample_regions,
+                        envs,
+                        logs,
+                        server.jvm_pid,
+                        say,
+                    )
+                    say(f"{sizes.concurrent_runs} concurrent regional runs on the Connect path")
+                    pp["concurrent"] = per_partition.concurrent(
+                        sample_dates[0],
+                        list(REGIONS[: sizes.concurrent_runs]),
+                        envs["connect"],
+                        logs / "concurrent",
+                        server.jvm_pid,
+                    )
+                    if "backfill" not in sections:
+                        # The per-partition total is judged against a range backfill of this run.
+                        say("(b) run_backfill, to compare the per-partition runs with")
+                        pp["b"] = run_backfill_b(
+                            work, "b-pp", landing, sizes, sizes.rows, fx.url, server.jvm_pid
+                        )
+                    pp["tables"] = {
+                        t: delta_files(work / "warehouse-a-connect" / t) for t in TABLES
+                    }
+                    results["per_partition"] = pp
+
+                if "gate" in sections:
+                    say(f"quality gate on {sizes.gate_rows} rows")
+                    results["gate"] = run_gate(work, sizes, fx.url)
+
+            # A smoke run: (a) and the gate beside (b), (c), (c') and scaling (and (u)); they
+            # write to warehouses and instances of their own.
+            side = beside.submit(runs_and_gate) if sizes.smoke else None
 
             if "load" in sections:
                 say("code location load (dagster definitions validate)")
@@ -382,55 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             if "ui_backfill" in sections and not sizes.smoke:
                 ui_section()
 
-            if "per_partition" in sections:
-                sample_dates = dates[: sizes.per_partition_dates]
-                sample_regions = list(REGIONS[: sizes.per_partition_regions])
-                say(
-                    f"(a) one process per partition, classic and Connect alternating: "
-                    f"{len(sample_dates)} date(s) x {len(sample_regions)} region(s) sampled; "
-                    f"Connect server warm at {server.url} (pid {server.jvm_pid})"
-                )
-                envs = {
-                    path: pipeline_env(
-                        dagster_home(work / f"home-a-{path}"),
-                        landing,
-                        work / f"warehouse-a-{path}",
-                        fx.url,
-                        sizes.min_rows,
-                    )
-                    for path in per_partition.LOCATIONS
-                }
-                logs = work / "logs" / "a"
-                pp = per_partition.measure(
-                    dates,
-                    list(REGIONS),
-                    sample_dates,
-                    sample_regions,
-                    envs,
-                    logs,
-                    server.jvm_pid,
-                    say,
-                )
-                say(f"{sizes.concurrent_runs} concurrent regional runs on the Connect path")
-                pp["concurrent"] = per_partition.concurrent(
-                    sample_dates[0],
-                    list(REGIONS[: sizes.concurrent_runs]),
-                    envs["connect"],
-                    logs / "concurrent",
-                    server.jvm_pid,
-                )
-                if "backfill" not in results:
-                    # The per-partition total is judged against a range backfill of this run.
-                    say("(b) run_backfill, to compare the per-partition runs with")
-                    pp["b"] = run_backfill_b(
-                        work, "b-pp", landing, sizes, sizes.rows, fx.url, server.jvm_pid
-                    )
-                pp["tables"] = {t: delta_files(work / "warehouse-a-connect" / t) for t in TABLES}
-                results["per_partition"] = pp
-
-            if "gate" in sections:
-                say(f"quality gate on {sizes.gate_rows} rows")
-                results["gate"] = run_gate(work, sizes, fx.url)
+            if not sizes.smoke:
+                runs_and_gate()
 
             if "scaling" in sections:
                 scaling: list[dict[str, Any]] = []
@@ -454,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 results["scaling"] = scaling
 
+            if side is not None:
+                side.result()
             if "ui_backfill" in sections and sizes.smoke:
                 ui_section()  # (u) started first, beside the others: collected last
     finally:
