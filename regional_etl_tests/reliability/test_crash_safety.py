@@ -209,7 +209,15 @@ def own_server_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     state = tmp_path_factory.mktemp("spark-state")
     yield state
     _stop_server(state)
+    # `_stop_server` returns once the JVM is gone (the server may also be stopping on its own,
+    # idle since the last kill); each supervisor removes its scratch folder (named by its pid)
+    # after its JVM, so the folders are judged once their supervisors have exited.
     scratch = state / spark_server.SCRATCH_DIR
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        spark_server.pid_alive(int(p.name)) for p in scratch.glob("*") if p.name.isdigit()
+    ):
+        time.sleep(0.5)
     assert not scratch.exists() or not list(scratch.iterdir())
 
 
