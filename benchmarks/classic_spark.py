@@ -47,7 +47,8 @@ def classic_conf(master: str, driver_memory: str, extra: dict[str, Any]) -> dict
 def start_session(
     master: str = "local[*]", driver_memory: str = "2g", extra: dict[str, Any] | None = None
 ) -> SparkSession:
-    """Get or create this process's classic SparkSession (its JVM is a child of this process).
+    """Get or create this process's classic SparkSession (its JVM is a child of this process),
+    or in a smoke run a Connect session of the warm local server.
 
     glibc gives every JVM thread that allocates natively its own 64 MiB malloc arena; the JVM
     inherits this process's environment, so the cap is set before it starts (a value already
@@ -55,6 +56,14 @@ def start_session(
     """
     from pyspark.sql import SparkSession
 
+    from benchmarks.common import CLASSIC_ON_SERVER
+
+    if os.environ.get(CLASSIC_ON_SERVER):
+        # A smoke run (`Sizes.smoke`): the same code on the warm server, no JVM of its own, with
+        # the evaluation the product picks for inputs this small (interpreted: compiling every
+        # query of a 100-line partition costs the server far more than running it).
+        resource = SparkResource(session_config={k: str(v) for k, v in (extra or {}).items()})
+        return resource.session_for(rows=0)
     if master.startswith("local"):
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     builder = SparkSession.builder

@@ -46,6 +46,13 @@ class Sizes:
     gate_repeats: int
     scale_factors: tuple[int, ...]
     load_repeats: int
+    concurrent_runs: int  # regional runs of one date launched at once (4b)
+    # A smoke run (quick mode) measures nothing, so it takes two short cuts that keep every code
+    # path running: the classic-path workers ((a0), (c), (c'), the gate) use the warm Connect
+    # server instead of a cold JVM of their own (a minute each on 2 cores), and the sections run
+    # in three lanes instead of one after the other: (u), which mostly waits for the backfill
+    # daemon's fixed 30-second iterations; (a) with the gate; the rest.
+    smoke: bool = False
 
     @property
     def min_rows(self) -> int:
@@ -67,22 +74,30 @@ FULL = Sizes(
     gate_repeats=4,
     scale_factors=(1, 2, 4),
     load_repeats=5,
+    concurrent_runs=4,
 )
+# A smoke run of every section (what CI runs): each path once, at the smallest sizes that still
+# exercise it (two files per drop, anomalies, two scaling points, two concurrent runs).
 QUICK = Sizes(
     name="quick",
     start="2024-03-01",
-    days=2,
-    rows=300,
+    days=1,
+    rows=100,
     files_per_drop=2,
     per_partition_dates=1,
     per_partition_regions=1,
     backfill_rounds=1,
-    gate_rows=20_000,
+    gate_rows=2_000,
     gate_files=2,
-    gate_repeats=2,
+    gate_repeats=1,
     scale_factors=(1, 2),
     load_repeats=1,
+    concurrent_runs=2,
+    smoke=True,
 )
+# Set for every worker of a smoke run: `classic_spark.start_session` then opens a session of the
+# warm local server instead of starting a JVM.
+CLASSIC_ON_SERVER = "BENCHMARK_CLASSIC_ON_SERVER"
 
 
 def dagster_home(path: Path) -> Path:

@@ -197,6 +197,13 @@ def format_report(results: dict[str, Any]) -> str:
         f"input: {sizes['days']} days x 4 regions x {sizes['rows']:,} rows per partition = "
         f"{s['lines']:,} landing lines",
     ]
+    if sizes.get("smoke"):
+        out.append(
+            "SMOKE RUN: every section once at tiny sizes, to show that it runs; no number here "
+            "means anything. The classic-path rows ((a0), (c), (c'), the gate) ran on the warm "
+            "Connect server instead of a JVM of their own, and (u), (a) with the gate, and the "
+            "other sections ran side by side."
+        )
     backfill, a = results.get("backfill"), results.get("per_partition")
     if backfill or a:
         rows = []

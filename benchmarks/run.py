@@ -1,7 +1,7 @@
 """Benchmarks of regional_etl: backfill throughput, gate cost, code-location load, memory, scaling.
 
     python -m benchmarks.run            # full mode: 30 days x 4 regions x 25,000 rows (long)
-    python -m benchmarks.run --quick    # tiny sizes, what CI runs so the benchmark cannot rot
+    python -m benchmarks.run --quick    # a smoke run of every section at tiny sizes (CI)
 
 Generates its own input with `regional_etl.generate`, serves FX rates from the bundled service
 on a loopback port, runs every workload in a fresh process (so start-up costs count and memory is
@@ -19,13 +19,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load, per_partition
 from benchmarks.common import (
+    CLASSIC_ON_SERVER,
     FULL,
     PROJECT,
     QUICK,
@@ -197,7 +200,9 @@ def best_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI); no timing targets")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run at tiny sizes (CI); measures nothing"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -234,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {unknown}: expected some of {', '.join(SECTIONS)}")
 
+    if sizes.smoke:
+        # Inherited by every worker (`pipeline_env` keeps it): see `Sizes.smoke`.
+        os.environ[CLASSIC_ON_SERVER] = "1"
+
     from regional_etl import spark_server
     from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
@@ -269,12 +278,33 @@ def main(argv: list[str] | None = None) -> int:
         f"Spark Connect server {'already running' if was_running else 'started'} at "
         f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
     )
+    # A smoke run's sections beside the others: (u) in a thread stopped with the benchmark, (a)
+    # and the gate in another that ends with its short runs.
+    beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside")
+    stop_beside = threading.Event()
     try:
         # One FX service for every process.
         with FXServer() as fx:
             landing = work / "landing-1x"
             say(f"generating {sizes.days} days x {len(REGIONS)} regions x {sizes.rows} rows")
             results["input"] = generate(landing, sizes, sizes.rows)
+
+            def ui_run(n: int) -> dict[str, Any]:
+                return run_ui_backfill(
+                    work,
+                    f"u-r{n}",
+                    landing,
+                    sizes.start,
+                    end_date(sizes),
+                    fx.url,
+                    max(1, sizes.rows // 2),
+                    stop=stop_beside,
+                )
+
+            first_u: Future[dict[str, Any]] | None = None
+            if sizes.smoke and "ui_backfill" in sections:
+                say("(u) asset backfill launched over the webserver, beside the other sections")
+                first_u = beside.submit(ui_run, 0)
             if not was_running and sizes.name == "full":
                 # A JVM that has only started runs its first Spark and Delta code cold (about
                 # twice as slow): whichever variant came first would pay for it. A 2-day
@@ -285,6 +315,63 @@ def main(argv: list[str] | None = None) -> int:
                 generate(warm_landing, warm, warm.rows)
                 run_backfill_b(work, "warm", warm_landing, warm, warm.rows, fx.url, server.jvm_pid)
                 results["spark_server"]["warmed_s"] = round(time.perf_counter() - warming, 3)
+
+            def runs_and_gate() -> None:
+                if "per_partition" in sections:
+                    sample_dates = dates[: sizes.per_partition_dates]
+                    sample_regions = list(REGIONS[: sizes.per_partition_regions])
+                    say(
+                        f"(a) one process per partition, classic and Connect alternating: "
+                        f"{len(sample_dates)} date(s) x {len(sample_regions)} region(s) sampled; "
+                        f"Connect server warm at {server.url} (pid {server.jvm_pid})"
+                    )
+                    envs = {
+                        path: pipeline_env(
+                            dagster_home(work / f"home-a-{path}"),
+                            landing,
+                            work / f"warehouse-a-{path}",
+                            fx.url,
+                            sizes.min_rows,
+                        )
+                        for path in per_partition.LOCATIONS
+                    }
+                    logs = work / "logs" / "a"
+                    pp = per_partition.measure(
+                        dates,
+                        list(REGIONS),
+                        sample_dates,
+                        sample_regions,
+                        envs,
+                        logs,
+                        server.jvm_pid,
+                        say,
+                    )
+                    say(f"{sizes.concurrent_runs} concurrent regional runs on the Connect path")
+                    pp["concurrent"] = per_partition.concurrent(
+                        sample_dates[0],
+                        list(REGIONS[: sizes.concurrent_runs]),
+                        envs["connect"],
+                        logs / "concurrent",
+                        server.jvm_pid,
+                    )
+                    if "backfill" not in sections:
+                        # The per-partition total is judged against a range backfill of this run.
+                        say("(b) run_backfill, to compare the per-partition runs with")
+                        pp["b"] = run_backfill_b(
+                            work, "b-pp", landing, sizes, sizes.rows, fx.url, server.jvm_pid
+                        )
+                    pp["tables"] = {
+                        t: delta_files(work / "warehouse-a-connect" / t) for t in TABLES
+                    }
+                    results["per_partition"] = pp
+
+                if "gate" in sections:
+                    say(f"quality gate on {sizes.gate_rows} rows")
+                    results["gate"] = run_gate(work, sizes, fx.url)
+
+            # A smoke run: (a) and the gate beside (b), (c), (c') and scaling (and (u)); they
+            # write to warehouses and instances of their own.
+            side = beside.submit(runs_and_gate) if sizes.smoke else None
 
             if "load" in sections:
                 say("code location load (dagster definitions validate)")
@@ -313,25 +400,21 @@ def main(argv: list[str] | None = None) -> int:
                         shutil.rmtree(work / f"warehouse-{name}-1x-r{n}", ignore_errors=True)
                 results["backfill"] = best_rounds(rounds)
 
-            if "ui_backfill" in sections:
+            def ui_section() -> None:
                 # The UI's path and the CLI's, side by side, each on its own instance and
                 # warehouse, with the bare script as the floor: (u), (b), (c), twice, in turns.
                 ui_rounds: list[dict[str, Any]] = []
                 for n in range(sizes.backfill_rounds):
-                    one = {}
-                    say(f"round {n + 1}: (u) asset backfill launched over the webserver")
-                    one["u"] = run_ui_backfill(
-                        work,
-                        f"u-r{n}",
-                        landing,
-                        sizes.start,
-                        end_date(sizes),
-                        fx.url,
-                        max(1, sizes.rows // 2),
-                    )
+                    one: dict[str, Any] = {}
+                    if first_u is not None and n == 0:
+                        say("(u) waiting for the asset backfill started beside the sections")
+                        one["u"] = first_u.result()
+                    else:
+                        say(f"round {n + 1}: (u) asset backfill launched over the webserver")
+                        one["u"] = ui_run(n)
                     say(f"(u) {one['u']['wall_s']:.1f}s in {one['u']['runs']} runs; (b) CLI")
-                    if sizes.name == "quick" and "backfill" in results:
-                        # Quick mode only checks that every path runs: the backfill section's
+                    if sizes.smoke and "backfill" in results:
+                        # A smoke run only checks that every path runs: the backfill section's
                         # (b) and (c) of this invocation stand in.
                         one["b"], one["c"] = results["backfill"]["b"], results["backfill"]["c"]
                         ui_rounds.append(one)
@@ -354,55 +437,11 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 results["ui_backfill"] = best
 
-            if "per_partition" in sections:
-                sample_dates = dates[: sizes.per_partition_dates]
-                sample_regions = list(REGIONS[: sizes.per_partition_regions])
-                say(
-                    f"(a) one process per partition, classic and Connect alternating: "
-                    f"{len(sample_dates)} date(s) x {len(sample_regions)} region(s) sampled; "
-                    f"Connect server warm at {server.url} (pid {server.jvm_pid})"
-                )
-                envs = {
-                    path: pipeline_env(
-                        dagster_home(work / f"home-a-{path}"),
-                        landing,
-                        work / f"warehouse-a-{path}",
-                        fx.url,
-                        sizes.min_rows,
-                    )
-                    for path in per_partition.LOCATIONS
-                }
-                logs = work / "logs" / "a"
-                pp = per_partition.measure(
-                    dates,
-                    list(REGIONS),
-                    sample_dates,
-                    sample_regions,
-                    envs,
-                    logs,
-                    server.jvm_pid,
-                    say,
-                )
-                say(f"{len(REGIONS)} concurrent regional runs on the Connect path")
-                pp["concurrent"] = per_partition.concurrent(
-                    sample_dates[0],
-                    list(REGIONS),
-                    envs["connect"],
-                    logs / "concurrent",
-                    server.jvm_pid,
-                )
-                if "backfill" not in results:
-                    # The per-partition total is judged against a range backfill of this run.
-                    say("(b) run_backfill, to compare the per-partition runs with")
-                    pp["b"] = run_backfill_b(
-                        work, "b-pp", landing, sizes, sizes.rows, fx.url, server.jvm_pid
-                    )
-                pp["tables"] = {t: delta_files(work / "warehouse-a-connect" / t) for t in TABLES}
-                results["per_partition"] = pp
+            if "ui_backfill" in sections and not sizes.smoke:
+                ui_section()
 
-            if "gate" in sections:
-                say(f"quality gate on {sizes.gate_rows} rows")
-                results["gate"] = run_gate(work, sizes, fx.url)
+            if not sizes.smoke:
+                runs_and_gate()
 
             if "scaling" in sections:
                 scaling: list[dict[str, Any]] = []
@@ -425,7 +464,15 @@ def main(argv: list[str] | None = None) -> int:
                         {"factor": factor, "rows_per_partition": rows, "lines": lines, "b": run}
                     )
                 results["scaling"] = scaling
+
+            if side is not None:
+                side.result()
+            if "ui_backfill" in sections and sizes.smoke:
+                ui_section()  # (u) started first, beside the others: collected last
     finally:
+        # On any way out, (u) beside stops at its next poll and ends its `dagster dev`.
+        stop_beside.set()
+        beside.shutdown(wait=True)
         results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         after = spark_server.read_state()
         results["spark_server"]["same_server_at_end"] = bool(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -47,9 +48,26 @@ def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     return reply["data"]
 
 
-def _wait(what: str, ready: Any, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+class Stopped(RuntimeError):
+    """The benchmark asked (u) to stop before its backfill ended."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Stopped("(u) stopped: the benchmark is ending")
+
+
+def _wait(
+    what: str,
+    ready: Any,
+    timeout: float,
+    proc: subprocess.Popen,
+    log: Path,
+    stop: threading.Event | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _check(stop)
         if proc.poll() is not None:
             raise RuntimeError(f"dagster dev exited ({proc.returncode}) waiting for {what}: {log}")
         try:
@@ -65,8 +83,17 @@ DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } 
 
 
 def run_ui_backfill(
-    work: Path, name: str, landing: Path, start: str, end: str, fx_url: str, min_rows: int
+    work: Path,
+    name: str,
+    landing: Path,
+    start: str,
+    end: str,
+    fx_url: str,
+    min_rows: int,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
+    """(u) once; `stop` (set by another thread) ends it, and its `dagster dev`, at the next
+    poll."""
     from regional_etl.backfill import LAUNCH, STATUS, TERMINAL, backfill_params, date_range
     from regional_etl.contract import REGIONS
     from regional_etl.definitions import defs
@@ -100,6 +127,7 @@ def run_ui_backfill(
                 300,
                 proc,
                 log,
+                stop,
             )
 
             def daemons_up() -> bool:
@@ -109,7 +137,7 @@ def run_ui_backfill(
                     for d in statuses["allDaemonStatuses"]
                 )
 
-            _wait("healthy backfill daemon", daemons_up, 300, proc, log)
+            _wait("healthy backfill daemon", daemons_up, 300, proc, log, stop)
             ready = [DateRegion(d, r) for d in date_range(start, end) for r in REGIONS]
             params = backfill_params(defs, ready, f"benchmark {start}..{end}")
             clicked = time.perf_counter()
@@ -119,6 +147,7 @@ def run_ui_backfill(
                 data = _graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
                 if data["status"] in TERMINAL:
                     break
+                _check(stop)
                 time.sleep(POLL_SECONDS)
             wall = time.perf_counter() - clicked
             counts = {

@@ -128,17 +128,17 @@ class Pipeline:
         return str(self.warehouse / name)
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeline:
-    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+def build_pipeline(root: Path, fx_url: str) -> Pipeline:
+    """The test pipeline under `root`, its FX rates from `fx_url`."""
+    landing, warehouse = root / "landing", root / "warehouse"
     resources: dict[str, Any] = {
         "spark": SparkResource(session_config=TEST_SPARK_CONF),
         "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
         # Test drops are small: the volume gate's floor is scaled down with them.
         "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
         "fx": FXRatesResource(
-            base_url=pipeline_fx_server.url,
-            breaker_storage_url=f"sqlite:///{tmp_path / 'breaker.sqlite'}",
+            base_url=fx_url,
+            breaker_storage_url=f"sqlite:///{root / 'breaker.sqlite'}",
             backoff_base_seconds=0.01,
             backoff_max_seconds=0.05,
         ),
@@ -147,24 +147,31 @@ def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeli
 
 
 @pytest.fixture
+def pipeline(tmp_path: Path, spark: Any, pipeline_fx_server: FXServer) -> Pipeline:
+    return build_pipeline(tmp_path, pipeline_fx_server.url)
+
+
+@pytest.fixture
 def instance() -> Iterator[DagsterInstance]:
     with instance_for_test() as inst:
         yield inst
 
 
-# The longest file by far: 13 min alone, 17 min beside another worker (its benchmark runs
-# every variant, classic JVMs included). Started first, it runs beside all the other files
-# instead of holding up the end of the suite.
-LONGEST_FILES = ("test_benchmarks_quick.py",)
+# The longest files, longest first, as `scripts/test.sh` reports them (its slowest durations):
+# the crash scenarios (their module's set-up, three run kills, three server kills and a kill
+# under the daemon), then the files that start a webserver, a daemon or a browser. Started
+# first, they run beside all the other files instead of holding up the end of the suite.
+LONGEST_FILES = ("test_crash_safety.py", "test_ui.py", "test_e2e.py", "test_benchmarks_quick.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest file, then the other slow ones, then the rest. `scripts/test.sh` hands whole
-    files to two xdist workers in this order, so that no long file starts near the end and
-    leaves one worker running alone."""
-    items.sort(
-        key=lambda item: (
-            item.path.name not in LONGEST_FILES,
-            item.get_closest_marker("slow") is None,
-        )
-    )
+    """The longest files in that order, then the other slow ones, then the rest.
+    `scripts/test.sh` hands whole files to two xdist workers in this order, so that no long
+    file starts near the end and leaves one worker running alone."""
+
+    def rank(item: pytest.Item) -> tuple[int, bool]:
+        name = item.path.name
+        longest = LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+        return longest, item.get_closest_marker("slow") is None
+
+    items.sort(key=rank)

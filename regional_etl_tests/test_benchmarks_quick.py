@@ -1,7 +1,10 @@
-"""The benchmark's quick mode runs end to end, so the benchmark cannot rot.
+"""The benchmark's quick mode, a smoke run of every section, runs end to end, so the benchmark
+cannot rot: each section really runs (real Spark and Delta on the local server, real Dagster runs,
+a real webserver and daemon for the UI path) at tiny sizes.
 
-Only completion, the printed table and the JSON's shape are checked: never a timing, because
-the machine (CI or a shared laptop) decides those.
+Only completion, the printed table and the JSON's contents are checked: never a timing, because
+the machine (CI or a shared laptop) decides those. The full benchmark is `python -m
+benchmarks.run`, a separate command.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import QUICK
+from regional_etl.contract import REGIONS
 from regional_etl_tests.procs import process_groups
 
 PROJECT = Path(__file__).resolve().parent.parent
+PARTITIONS = QUICK.days * len(REGIONS)
 
 
 @pytest.mark.slow
@@ -28,29 +34,37 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
     with process_groups(
         argv, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as [proc]:
-        stdout, stderr = proc.communicate(timeout=3600)
+        stdout, stderr = proc.communicate(timeout=1200)
     assert proc.returncode == 0, stdout[-4000:] + stderr[-4000:]
     for heading in (
+        "SMOKE RUN",
         "1. Backfill",
         "(a) one run per partition",
+        "(a0) one run per partition",
         "(b) run_backfill",
         "(c) bare PySpark",
+        "(c') bare PySpark",
         "a/b = ",
         "2. Quality gate",
         "3. Code location load",
         "4. Peak memory",
+        "4b. 2 concurrent regional runs",
         "5. Scaling",
+        "UI backfill",
     ):
         assert heading in stdout, f"{heading!r} missing from:\n{stdout}"
+    # Every figure was computed: a missing measurement prints as n/a.
+    assert "WARNING" not in stdout, stdout
 
     files = list(out.glob("quick-*.json"))
     assert len(files) == 1, files
     results = json.loads(files[0].read_text())
-    assert results["mode"] == "quick"
+    assert results["mode"] == "quick" and results["sizes"]["smoke"] is True
     sections = {"machine", "sizes", "input", "load", "backfill", "ui_backfill", "per_partition"}
     sections |= {"gate", "scaling"}
     assert sections <= set(results)
     assert {"nproc", "memory_gib", "cpu_model"} <= set(results["machine"])
+    assert results["input"]["lines"] > 0
     summary = results["summary"]
     for key in (
         "wall_s",
@@ -61,18 +75,41 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
         "load_s",
         "memory_peak_gib",
         "scaling",
+        "classic_over_connect_run",
+        "concurrent_peak_gib",
+        "ui_backfill",
     ):
-        assert key in summary, key
+        assert summary.get(key) is not None, key
+    # Sane, not fast: every variant took some time and did some work.
+    assert all(v and v > 0 for v in summary["wall_s"].values()), summary["wall_s"]
+    assert summary["memory_peak_gib"] > 0
+
     # The runs did their work (not how fast): every partition of (b) succeeded, the bare script
     # wrote every landing line to bronze, and the gate variants agree with the package's gate.
-    assert results["backfill"]["b"]["result"]["ok"] is True
-    assert results["backfill"]["c"]["result"]["ok"] is True
-    assert results["backfill"]["c_optimized"]["result"]["ok"] is True
-    assert results["per_partition"]["regional_runs_ok"] is True
-    # The UI's path: the asset backfill the webserver took completed every asset of both days.
+    backfill = results["backfill"]
+    assert backfill["b"]["result"]["ok"] is True
+    assert backfill["b"]["result"]["partitions_succeeded"] == PARTITIONS
+    assert backfill["c"]["result"]["ok"] is True
+    assert backfill["c_optimized"]["result"]["ok"] is True
+    # (a): every sampled run of both paths, and the concurrent runs, succeeded.
+    per_partition = results["per_partition"]
+    assert per_partition["regional_runs_ok"] is True
+    assert all(p["sampled_runs"] == 3 for p in per_partition["paths"].values())
+    concurrent = per_partition["concurrent"]
+    assert concurrent["ok"] is True and concurrent["runs"] == QUICK.concurrent_runs, concurrent
+    assert not concurrent["timed_out"]
+    # The UI's path: the asset backfill the webserver took completed every asset of the range.
     ui = results["ui_backfill"]["u"]
     assert ui["status"] == "COMPLETED_SUCCESS", ui
-    assert ui["materialized"]["daily_revenue"] == 2 and ui["materialized"]["orders"] == 8, ui
+    assert ui["materialized"]["daily_revenue"] == QUICK.days, ui
+    assert ui["materialized"]["orders"] == PARTITIONS, ui
     assert results["ui_backfill"]["b"]["result"]["ok"] is True
-    assert all(results["gate"]["result"]["agrees_with_gate"].values())
+    gate = results["gate"]["result"]
+    assert gate["rows"] > 0 and all(gate["agrees_with_gate"].values()), gate
     assert results["load"]["validate_ok"] is True
+    assert results["load"]["jvm_started"] is False
+    # Scaling: both points ran, on twice the lines.
+    scaling = summary["scaling"]
+    assert [p["factor"] for p in scaling] == list(QUICK.scale_factors)
+    assert scaling[1]["lines"] > scaling[0]["lines"] > 0
+    assert all(s["b"]["result"]["ok"] for s in results["scaling"])

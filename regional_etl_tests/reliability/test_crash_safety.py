@@ -1,7 +1,12 @@
 """Scenario 3, crash safety: a run process SIGKILLed while its Delta write is in flight (bronze,
 silver, gold), and separately the Spark Connect server's JVM SIGKILLed mid-write. The table is
 at its previous version or the new one, never a mix; a re-run heals; the gates pass; the data
-files the killed write left behind are counted and removed by VACUUM."""
+files the killed write left behind are counted and removed by VACUUM.
+
+The scenarios on one landed and backfilled date share it (`crash_site`, set up once for the
+module): each one heals what it breaks, and `landed` checks that the warehouse is whole again
+before handing it to the next. The Spark server kills share one server state folder of their
+own, so each kill lands on the server the previous scenario's retry started."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -24,6 +30,7 @@ from dagster import (
     DagsterRun,
     DagsterRunStatus,
     RunsFilter,
+    instance_for_test,
     materialize,
 )
 
@@ -33,7 +40,7 @@ from regional_etl.backfill import run_backfill
 from regional_etl.contract import REGIONS
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
-from regional_etl_tests.conftest import Pipeline
+from regional_etl_tests.conftest import Pipeline, build_pipeline
 from regional_etl_tests.e2e_support import dagster_daemon, product_env, wait_for
 from regional_etl_tests.procs import process_groups
 from regional_etl_tests.reliability.conftest import judge, launcher_argv, launcher_env
@@ -121,12 +128,35 @@ def _rerun(pipeline: Pipeline, instance: DagsterInstance, job: str, partition: s
     assert all(e.passed for e in result.get_asset_check_evaluations())
 
 
-@pytest.fixture
-def landed(pipeline: Pipeline, instance: DagsterInstance) -> Pipeline:
+@pytest.fixture(scope="module")
+def crash_site(
+    tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server: FXServer
+) -> Iterator[tuple[Pipeline, DagsterInstance]]:
+    """One date landed and backfilled on one instance, for every scenario of the module."""
+    pipeline = build_pipeline(tmp_path_factory.mktemp("crash"), pipeline_fx_server.url)
     day = dt.date.fromisoformat(DATE)
     # Large enough drops that a write lasts long enough to be caught in flight.
     generate_landing(pipeline.landing, day, day, rows=3000, seed=8, anomalies=True)
-    assert run_backfill(pipeline.defs, instance, DATE, DATE, progress=lambda _: None).ok
+    with instance_for_test() as instance:
+        assert run_backfill(pipeline.defs, instance, DATE, DATE, progress=lambda _: None).ok
+        yield pipeline, instance
+
+
+@pytest.fixture
+def instance(crash_site: tuple[Pipeline, DagsterInstance]) -> DagsterInstance:
+    """The crash site's instance (it holds the set-up's runs)."""
+    return crash_site[1]
+
+
+@pytest.fixture
+def landed(crash_site: tuple[Pipeline, DagsterInstance], spark) -> Pipeline:
+    """The crash site, whole: every scenario starts from the oracle's tables. A scenario that
+    failed before its re-run healed them leaves them for a backfill to repair here."""
+    pipeline, instance = crash_site
+    partitions = [(DATE, r) for r in REGIONS]
+    if not judge(spark, pipeline.landing, pipeline.warehouse, partitions).ok:
+        assert run_backfill(pipeline.defs, instance, DATE, DATE, progress=lambda _: None).ok
+        assert judge(spark, pipeline.landing, pipeline.warehouse, partitions).ok
     return pipeline
 
 
@@ -171,6 +201,26 @@ def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
     assert judge(spark, landed.landing, landed.warehouse, partitions).ok
 
 
+@pytest.fixture(scope="module")
+def own_server_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The state folder of a Spark server of this module's own (the shared one serves other
+    sessions right now), kept across the server kills. At the end its last server is stopped,
+    and no scratch folder of any of its servers may be left."""
+    state = tmp_path_factory.mktemp("spark-state")
+    yield state
+    _stop_server(state)
+    # `_stop_server` returns once the JVM is gone (the server may also be stopping on its own,
+    # idle since the last kill); each supervisor removes its scratch folder (named by its pid)
+    # after its JVM, so the folders are judged once their supervisors have exited.
+    scratch = state / spark_server.SCRATCH_DIR
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        spark_server.pid_alive(int(p.name)) for p in scratch.glob("*") if p.name.isdigit()
+    ):
+        time.sleep(0.5)
+    assert not scratch.exists() or not list(scratch.iterdir())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("point", "job", "partition", "name"), KILL_POINTS)
 def test_the_spark_server_killed_mid_write_heals_within_the_run(
@@ -182,10 +232,11 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
     instance: DagsterInstance,
     spark,
     pipeline_fx_server: FXServer,
-    tmp_path: Path,
+    own_server_state: Path,
 ) -> None:
-    # A server of this test's own: the shared one serves other sessions right now.
-    state = tmp_path / "spark-state"
+    """The run reaches the write on the server the previous kill's retry started (the first
+    one starts its own); the server is killed, and the step's retry starts another."""
+    state = own_server_state
     env = launcher_env(
         Path(instance.root_directory),
         REGIONAL_ETL_SPARK_STATE_DIR=str(state),
@@ -195,23 +246,20 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
     )
     table = landed.warehouse / name
     before = _version(table)
-    killed: list[int] = []
+    killed: list[spark_server.ServerState] = []
 
     def kill_jvm() -> None:
         current = spark_server.read_state(state)
         assert current is not None
         os.kill(current.jvm_pid, signal.SIGKILL)
-        killed.append(current.jvm_pid)
+        killed.append(current)
 
     argv = launcher_argv(landed, pipeline_fx_server.url, job, partition)
-    try:
-        with process_groups(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        ) as [proc]:
-            mid_write = _kill_when_in_flight(proc, table, kill_jvm, timeout=600)
-            out, err = proc.communicate(timeout=900)
-    finally:
-        _stop_server(state)
+    with process_groups(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as [proc]:
+        mid_write = _kill_when_in_flight(proc, table, kill_jvm, timeout=600)
+        out, err = proc.communicate(timeout=900)
     outcome = json.loads(out.strip().splitlines()[-1])
     run = instance.get_run_by_id(outcome["run_id"])
     partitions = [(DATE, r) for r in REGIONS]
@@ -227,8 +275,12 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
     assert _single_writer_per_partition(spark, table)
     assert verdict.ok, verdict.mismatches
     # The killed JVM's scratch (block-manager and temporary folders) went with its supervisor
-    # instead of staying in /tmp.
-    assert not list((state / spark_server.SCRATCH_DIR).iterdir())
+    # instead of staying in /tmp: what is left is the live server's (`own_server_state`
+    # checks that it goes too).
+    live = spark_server.read_state(state)
+    left = {p.name for p in (state / spark_server.SCRATCH_DIR).iterdir()}
+    assert str(killed[0].supervisor_pid) not in left
+    assert left <= ({str(live.supervisor_pid)} if live else set()), left
 
 
 def _stop_server(state: Path) -> None:
