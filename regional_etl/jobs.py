@@ -1,4 +1,5 @@
-"""Jobs: one per partition scheme (Dagster jobs cannot mix partition definitions)."""
+"""Jobs: one per partition scheme (Dagster jobs cannot mix partition definitions); each takes
+its partitions from the assets it selects."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import warnings
 from typing import Any
 
 from dagster import AssetKey, AssetSelection, define_asset_job
-
-from regional_etl.partitions import daily_partitions, date_region_partitions
 
 # regional_orders_job holds bronze and silver, whose backfill policies differ on purpose (see
 # MAX_DROPS_PER_RUN in assets/bronze.py): Dagster warns that the job takes the smaller one,
@@ -29,19 +28,16 @@ def asset_jobs(key_prefix: str | None = None) -> list[Any]:
         define_asset_job(
             "fx_rates_job",
             selection=keys("fx_rates"),
-            partitions_def=daily_partitions,
             description="Fetch the FX rates of a date (or a range) into reference/fx_rates.",
         ),
         define_asset_job(
             "regional_orders_job",
             selection=keys("raw_orders", "orders", "orders_quarantine"),
-            partitions_def=date_region_partitions,
             description="Ingest, validate and convert (date, region) drops: bronze and silver.",
         ),
         define_asset_job(
             "daily_revenue_job",
             selection=keys("daily_revenue"),
-            partitions_def=daily_partitions,
             description="Aggregate silver orders of all regions into gold/daily_revenue.",
         ),
     ]

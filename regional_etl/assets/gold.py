@@ -108,7 +108,7 @@ def daily_revenue(
                 warehouse.table(Table.DAILY_REVENUE),
                 Table.DAILY_REVENUE,
                 daily_predicate(complete),
-                context.run_id,
+                context.run.run_id,
             )
             # Its own commit: a concurrent run of the same dates may have committed since.
             written = (

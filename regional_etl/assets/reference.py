@@ -133,7 +133,7 @@ def _materialize_fx_rates(
                 warehouse.table(Table.FX_RATES),
                 Table.FX_RATES,
                 daily_predicate(published),
-                context.run_id,
+                context.run.run_id,
             )
             table_rows = catalog.table_rows(session, result)
         metadata = {

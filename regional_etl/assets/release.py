@@ -53,7 +53,7 @@ def release_diff(
         )
     with spark.connection_errors():
         diff = release.compute_diff(
-            spark.spark_session, warehouse, warehouse.namespace, dates, context.run_id
+            spark.spark_session, warehouse, warehouse.namespace, dates, context.run.run_id
         )
     path = release.write_report(warehouse, diff)
     refusals = [
@@ -150,7 +150,7 @@ def promote(
                 warehouse,
                 release_thresholds,
                 context.instance,
-                context.run_id,
+                context.run.run_id,
                 context.job_name,
                 context.run.tags.get(USER_TAG),
             )
@@ -169,7 +169,7 @@ def rollback(context: OpExecutionContext, warehouse: WarehouseResource) -> Outpu
     """Switch readers back to the namespace that was live before the last promotion."""
     try:
         entry = release.rollback(
-            warehouse, context.run_id, context.job_name, context.run.tags.get(USER_TAG)
+            warehouse, context.run.run_id, context.job_name, context.run.tags.get(USER_TAG)
         )
     except release.ReleaseRefused as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc

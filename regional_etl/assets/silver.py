@@ -82,7 +82,7 @@ def orders(
         with spark.connection_errors():
             session = spark.session_for(sum(n for n in landing.values() if n > 0))
             bronze = read_bronze(session, warehouse, partitions)
-            run = run_silver(bronze, warehouse, partitions, context.run_id, quality_gates)
+            run = run_silver(bronze, warehouse, partitions, context.run.run_id, quality_gates)
             orders_rows = catalog.table_rows(session, run.orders)
             quarantine_rows = catalog.table_rows(session, run.quarantine)
     except MissingFXRatesError as exc:
