@@ -298,13 +298,14 @@ def test_promote_switches_readers_and_rollback_restores_blue_exactly(built: Rele
     # Promoting again is refused: green is already live.
     assert "green is already live" in _failure(_run(built.green, "promote_release", built.instance))
 
-    rolled = _run(built.blue, "rollback_release", built.instance)
+    # Launched where users launch it: the release location (the live one has no release jobs).
+    rolled = _run(built.green, "rollback_release", built.instance)
     assert rolled.success
     assert release.read_pointer(built.warehouse).live == "blue"
     assert _checksums(spark, release.live(built.warehouse)) == before
     assert release.read_pointer(built.warehouse).history[-1]["run_id"] == rolled.run_id
     # One step back only: a second rollback has no promotion to undo.
-    assert "already" in _failure(_run(built.blue, "rollback_release", built.instance))
+    assert "already" in _failure(_run(built.green, "rollback_release", built.instance))
 
 
 def test_a_release_over_its_thresholds_or_with_ungated_dates_is_refused(
