@@ -7,7 +7,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/pyright
-# Two files at a time (a file's tests stay together, so each module fixture starts once): on two
-# cores the suite took 42 min this way against 48 min in one process. The shared Spark server is
-# the limit (it ran at 1-1.7 cores); the gain is the time tests spend waiting on daemon ticks.
+# Two files at a time (a file's tests stay together, so each module fixture starts once): the
+# shared Spark server is the limit, and the gain is the time tests spend waiting on daemon ticks.
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
