@@ -151,18 +151,6 @@ def run_silver(
     return SilverRun(stats, verdicts, orders, quarantine)
 
 
-def landing_lines(landing: Path, partitions: Sequence[DateRegion]) -> dict[DateRegion, int]:
-    """The lines of each partition's landing drop, counted outside Spark; -1 for a drop being
-    redelivered or no longer readable."""
-    counts: dict[DateRegion, int] = {}
-    for p in partitions:
-        try:
-            counts[p] = count_lines([ready_drop(landing, p)])
-        except (DropNotReadyError, LandingFileError):
-            counts[p] = -1
-    return counts
-
-
 def snapshot_landing_lines(
     landing: Path, files: Mapping[DateRegion, set[str]], partitions: Sequence[DateRegion]
 ) -> dict[DateRegion, int]:

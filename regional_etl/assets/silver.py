@@ -20,7 +20,7 @@ from regional_etl.checks import (
 )
 from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
-from regional_etl.pipeline import MissingFXRatesError, landing_lines, read_bronze, run_silver
+from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver
 from regional_etl.policies import UPSTREAM_RETRY_POLICY
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
@@ -75,13 +75,12 @@ def orders(
     `orders_quarantine` either way.
     """
     partitions = run_date_regions(context)
-    # The size of the step, for the session's settings; the gates count the landing lines of
-    # the bronze version the run reads.
-    landing = landing_lines(warehouse.landing(), partitions)
     try:
         with spark.connection_errors():
-            session = spark.session_for(sum(n for n in landing.values() if n > 0))
-            bronze = read_bronze(session, warehouse, partitions)
+            bronze = read_bronze(spark.spark_session, warehouse, partitions)
+            # The size of the step, for the session's settings: the pinned version's row count
+            # reads Parquet footers only (the gates count the landing lines themselves).
+            session = spark.session_for(bronze.count())
             run = run_silver(bronze, warehouse, partitions, context.run.run_id, quality_gates)
             orders_rows = catalog.table_rows(session, run.orders)
             quarantine_rows = catalog.table_rows(session, run.quarantine)
