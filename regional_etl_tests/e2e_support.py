@@ -300,6 +300,41 @@ def dagster_daemon(
             print(f"dagster-daemon: pids {survivors} outlived SIGTERM and were killed")
 
 
+BACKFILL_QUERY = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      status
+      assetBackfillData {
+        assetBackfillStatuses {
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted
+            numPartitionsMaterialized
+            numPartitionsFailed
+          }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def backfill_counts(backfill: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    """asset -> (targeted, materialized, failed) partitions."""
+    return {
+        "/".join(s["assetKey"]["path"]): (
+            s["numPartitionsTargeted"],
+            s["numPartitionsMaterialized"],
+            s["numPartitionsFailed"],
+        )
+        for s in backfill["assetBackfillData"]["assetBackfillStatuses"]
+    }
+
+
 WORKSPACE_QUERY = """
 query {
   workspaceOrError {

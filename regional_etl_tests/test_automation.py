@@ -234,50 +234,6 @@ def test_a_failed_gate_keeps_the_date_out_of_automation(
     assert after.get_requested_partitions(AssetKey("daily_revenue")) == set()
 
 
-def _table_rows(spark, path: str) -> list[tuple]:
-    frame = spark.read.format("delta").load(path)
-    keep = [c for c in frame.columns if c != "run_id"]
-    return sorted(tuple(r) for r in frame.select(keep).collect())
-
-
-@pytest.mark.slow
-def test_a_range_backfill_twice_is_idempotent_and_a_broken_drop_fails_alone(
-    pipeline: Pipeline, instance: DagsterInstance, spark
-) -> None:
-    """Friday to Sunday (weekend rates included), the broken drop on the Saturday: a date on
-    either side of it, other regions on its date, and a region whose range it splits in two. It
-    was a week; three days are what the assertions need."""
-    start, end = dt.date(2024, 3, 8), dt.date(2024, 3, 10)
-    generate_landing(pipeline.landing, start, end, rows=25, seed=9, anomalies=True)
-    broken = pipeline.landing / "region=ap-south" / "date=2024-03-09" / "_SUCCESS"
-    broken.unlink()  # still arriving
-
-    first = run_backfill(pipeline.defs, instance, "2024-03-08", "2024-03-10", progress=print)
-    statuses = {k: o.status for k, o in first.outcomes.items()}
-    assert statuses.pop("2024-03-09|ap-south") == "not_ready"
-    assert set(statuses.values()) == {"succeeded"} and len(statuses) == 11
-    tables = ["bronze/raw_orders", "silver/orders", "silver/orders_quarantine"]
-    tables += ["gold/daily_revenue", "reference/fx_rates"]
-    snapshot = {t: _table_rows(spark, pipeline.table(t)) for t in tables}
-    gold_dates = {r[0] for r in snapshot["gold/daily_revenue"]}
-    assert dt.date(2024, 3, 9) not in gold_dates and len(gold_dates) == 2
-
-    second = run_backfill(pipeline.defs, instance, "2024-03-08", "2024-03-10", progress=print)
-    assert {k: o.status for k, o in second.outcomes.items()} == {
-        k: o.status for k, o in first.outcomes.items()
-    }
-    assert {t: _table_rows(spark, pipeline.table(t)) for t in tables} == snapshot
-
-    # The drop completes: re-running only that partition fills the gap, date included.
-    broken.touch()
-    fixed = run_backfill(
-        pipeline.defs, instance, "2024-03-09", "2024-03-09", regions=["ap-south"], progress=print
-    )
-    assert fixed.ok, fixed.outcomes
-    gold = _table_rows(spark, pipeline.table("gold/daily_revenue"))
-    assert len([r for r in gold if r[0] == dt.date(2024, 3, 9)]) == len(REGIONS)
-
-
 WRITER = textwrap.dedent(
     """
     import sys

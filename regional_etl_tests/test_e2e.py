@@ -25,11 +25,13 @@ from regional_etl.checks import ORDERS_GATES
 from regional_etl.contract import REGIONS
 from regional_etl.generate import GenerateSummary, generate_landing
 from regional_etl_tests.e2e_support import (
+    BACKFILL_QUERY,
     CHECK_EXECUTIONS_QUERY,
     HOST,
     MATERIALIZATIONS_QUERY,
     DagsterDev,
     E2EError,
+    backfill_counts,
     dagster_dev,
     isolated_env,
     loaded_location,
@@ -366,8 +368,10 @@ query {
 def assert_cli_backfill_runs_on_the_daemon(
     dev: DagsterDev, home: Path, env: dict[str, str]
 ) -> None:
-    """`regional-etl backfill` next to a running daemon submits an asset backfill that the
-    daemon executes; it is on the UI's Backfills page, and the command prints its summary."""
+    """`regional-etl backfill` next to a running daemon submits an asset backfill of every asset
+    that the daemon executes; it is on the UI's Backfills page with every asset's partitions
+    materialized, and the command prints its summary. (test_ui.py checks that these parameters
+    cover every asset node the webserver serves.)"""
     argv = [sys.executable, "-m", "regional_etl.cli", "backfill", "--start", DATE]
     with process_groups(
         [*argv, "--end", DATE], cwd=home, env=env, stdout=subprocess.PIPE, text=True
@@ -379,6 +383,14 @@ def assert_cli_backfill_runs_on_the_daemon(
     listed = dev.graphql(BACKFILLS_QUERY)["partitionBackfillsOrError"]["results"]
     ours = next(b for b in listed if b["id"] == backfill_id)
     assert ours["isAssetBackfill"] and ours["status"] == "COMPLETED_SUCCESS", ours
+    done = dev.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+    assert backfill_counts(done) == {
+        "fx_rates": (1, 1, 0),
+        "raw_orders": (4, 4, 0),
+        "orders": (4, 4, 0),
+        "orders_quarantine": (4, 4, 0),
+        "daily_revenue": (1, 1, 0),
+    }
 
 
 @pytest.fixture
