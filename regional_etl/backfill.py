@@ -11,6 +11,7 @@ backfill iteration and executes its runs in-process, one after the other.
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
@@ -85,6 +87,8 @@ class PartitionOutcome:
     partition: str
     status: Status
     detail: str = ""
+    # WARN-severity checks that did not pass: said, but never a failure by themselves.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -333,35 +337,41 @@ def _report(
     records = instance.fetch_materializations(published_filter, limit=10 * len(keys)).records
     published = {r.partition_key for r in records if r.run_id in run_ids}
     report = BackfillReport(backfill_id, runs=[r.run_id for r in runs])
-    reasons: dict[str, list[str]] = {}
+    errors: dict[str, set[str]] = {}
+    warnings: dict[str, set[str]] = {}
     for run in runs:
         if run.status != DagsterRunStatus.SUCCESS:
             report.failed_runs.append(run.run_id)
         for event in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
             evaluation = event.dagster_event.asset_check_evaluation_data  # type: ignore[union-attr]
-            if not evaluation.passed and evaluation.partition:
-                reasons.setdefault(evaluation.partition, []).append(
-                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                )
+            if evaluation.passed or not evaluation.partition:
+                continue
+            found = errors if evaluation.severity == AssetCheckSeverity.ERROR else warnings
+            found.setdefault(evaluation.partition, set()).add(
+                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            )
     run_failures = _run_failures(instance, report.failed_runs)
     for key in keys:
+        warned = sorted(warnings.get(key, set()))
         if key in published:
-            report.outcomes[key] = PartitionOutcome(key, Status.SUCCEEDED)
+            outcome = PartitionOutcome(key, Status.SUCCEEDED, warnings=warned)
         else:
-            failed_checks = ", ".join(sorted(set(reasons.get(key, []))))
+            failed_checks = ", ".join(sorted(errors.get(key, set())))
             detail = f"failed checks: {failed_checks}" if failed_checks else run_failures
-            report.outcomes[key] = PartitionOutcome(key, Status.FAILED, detail or "not run")
+            outcome = PartitionOutcome(key, Status.FAILED, detail or "not run", warned)
+        report.outcomes[key] = outcome
     return report
 
 
 def _run_failures(instance: DagsterInstance, run_ids: list[str]) -> str:
-    """The first line of each failed run's error, for partitions that no check explains."""
+    """The first line, whole, of each failed run's error, for partitions that no check
+    explains."""
     messages = []
     for run_id in run_ids:
         for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             error = event.dagster_event.step_failure_data.error  # type: ignore[union-attr]
             if error is not None:
-                messages.append(error.message.strip().splitlines()[0][:200])
+                messages.append(error.message.strip().splitlines()[0])
     return "; ".join(dict.fromkeys(messages))
 
 
@@ -372,7 +382,10 @@ def format_report(report: BackfillReport) -> str:
     lines.append(f"{'partition':<22} {'status':<10} detail")
     for key in sorted(report.outcomes):
         o = report.outcomes[key]
-        lines.append(f"{key:<22} {o.status.value:<10} {o.detail[:100]}")
+        details = [o.detail] if o.detail else []
+        if o.warnings:
+            details.append("warnings: " + ", ".join(o.warnings))
+        lines.extend(_wrapped(f"{key:<22} {o.status.value:<10} ", details))
     counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
     lines.append(f"{len(report.outcomes)} partitions: {counts}")
     if report.failed_runs:
@@ -380,3 +393,26 @@ def format_report(report: BackfillReport) -> str:
     if report.run_log:
         lines.append(f"run logs: {report.run_log}")
     return "\n".join(lines)
+
+
+REPORT_WIDTH = 100
+
+
+def _wrapped(head: str, details: list[str]) -> list[str]:
+    """`head` then each detail whole, wrapped at word boundaries under the detail column (a long
+    path stays on one line rather than being cut)."""
+    indent = " " * len(head)
+    lines: list[str] = []
+    for detail in details or [""]:
+        lines.extend(
+            textwrap.wrap(
+                detail,
+                REPORT_WIDTH,
+                initial_indent=indent if lines else head,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or [head.rstrip()]
+        )
+    return lines
