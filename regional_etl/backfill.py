@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -110,12 +110,28 @@ class BackfillReport:
     runs: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
     run_log: str = ""  # where the runs executed in-process wrote their output
+    # Dates whose region-dependent daily assets (daily_revenue) were left out of the backfill
+    # because a drop of the date is not ready: date -> "waits for <region> (<why>)".
+    held_back: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A targeted partition or a run failed."""
+        return bool(self.failed_runs) or any(
+            o.status == Status.FAILED for o in self.outcomes.values()
+        )
+
+    @property
+    def pending(self) -> bool:
+        """A drop is not ready yet, or gold of a date waits for one: not a failure."""
+        return bool(self.held_back) or any(
+            o.status == Status.NOT_READY for o in self.outcomes.values()
+        )
 
     @property
     def ok(self) -> bool:
-        return all(o.status == Status.SUCCEEDED for o in self.outcomes.values()) and not (
-            self.failed_runs
-        )
+        """Everything targeted was published and nothing waits."""
+        return not self.failed and not self.pending
 
     def count(self, status: Status | str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
@@ -140,25 +156,37 @@ def run_backfill(
 ) -> BackfillReport:
     """Back-fill every asset over the dates and regions whose drops are ready, as an asset
     backfill on `instance`; wait for it and report per (date, region). Never raises on a failed
-    partition: the report says which failed and why."""
+    partition: the report says which failed and why. A drop that is not ready is pending, not
+    failed: its partition is not launched, and gold of its date is held back (not launched
+    either) until a later backfill of that drop, since it needs every region of the date."""
     regions = [validate_region(r) for r in regions]
-    partitions = [DateRegion(d, r) for d in date_range(start, end) for r in regions]
     root = landing_root or _landing_root(defs)
     ready: list[DateRegion] = []
     not_ready: dict[str, PartitionOutcome] = {}
-    for p in partitions:
-        try:
-            ready_drop(root, p)
-            ready.append(p)
-        except DropNotReadyError as exc:
-            not_ready[str(p)] = PartitionOutcome(str(p), Status.NOT_READY, str(exc))
+    held_back: dict[str, str] = {}
+    for date in date_range(start, end):
+        # Gold of a date needs all its regions, the ones outside `regions` included.
+        waits: list[str] = []
+        for region in REGIONS:
+            p = DateRegion(date, region)
+            try:
+                ready_drop(root, p)
+                if region in regions:
+                    ready.append(p)
+            except DropNotReadyError as exc:
+                waits.append(f"{region} ({exc})")
+                if region in regions:
+                    not_ready[str(p)] = PartitionOutcome(str(p), Status.NOT_READY, str(exc))
+        if waits:
+            held_back[date] = "waits for " + "; ".join(waits)
     if not ready:
-        return BackfillReport("", "NOTHING_TO_DO", outcomes=not_ready)
+        return BackfillReport("", "NOTHING_TO_DO", outcomes=not_ready, held_back=held_back)
 
     orders = orders_key(defs)
     daemon = daemon_running(instance)
     with _workspace(defs, instance, in_process=not daemon) as workspace:
-        backfill_id = _launch(workspace, defs, ready, title=f"regional-etl backfill {start}..{end}")
+        title = f"regional-etl backfill {start}..{end}"
+        backfill_id = _launch(workspace, defs, ready, title, held_back=set(held_back))
         run_log = None if daemon else _run_log(instance, backfill_id)
         while (state := _progress(workspace, backfill_id, orders)).status not in TERMINAL:
             progress(state)
@@ -176,6 +204,7 @@ def run_backfill(
     report.status = state.status
     report.executed_by = "the daemon" if daemon else "this process (no daemon running)"
     report.outcomes.update(not_ready)
+    report.held_back = held_back
     return report
 
 
@@ -268,20 +297,30 @@ def _graphql(workspace: Any, query: str, variables: dict[str, Any]) -> dict[str,
     return data
 
 
-def backfill_params(defs: Definitions, ready: Sequence[DateRegion], title: str) -> dict[str, Any]:
+def backfill_params(
+    defs: Definitions,
+    ready: Sequence[DateRegion],
+    title: str,
+    held_back: Collection[str] = (),
+) -> dict[str, Any]:
     """`LaunchBackfillParams` of every asset of `defs`: the (date, region) assets over the ready
-    drops, the daily ones over the dates that have one (what "Materialize all" sends)."""
+    drops, the daily ones over the dates that have one (what "Materialize all" sends), except
+    that the daily assets built from regions (daily_revenue) leave out the `held_back` dates,
+    whose run could only fail on a region that is not there yet."""
+    specs = [s for s in defs.resolve_all_asset_specs() if s.partitions_def is not None]
+    regional = {s.key for s in specs if s.partitions_def == date_region_partitions}
     dates = sorted({p.order_date for p in ready})
     selectors = []
-    for spec in defs.resolve_all_asset_specs():
-        if spec.partitions_def is None:
-            continue  # not part of the pipeline's history (the release diff)
+    for spec in specs:  # those without partitions are not the pipeline's history (release diff)
         if spec.partitions_def == date_region_partitions:
             keys = [str(p) for p in ready]
         elif spec.partitions_def == daily_partitions:
-            keys = dates
+            from_regions = any(dep.asset_key in regional for dep in spec.deps)
+            keys = [d for d in dates if not (from_regions and d in held_back)]
         else:
             raise ValueError(f"{spec.key.to_user_string()}: not partitioned by date or date|region")
+        if not keys:
+            continue
         selectors.append(
             {
                 "assetKey": {"path": spec.key.path},
@@ -291,8 +330,14 @@ def backfill_params(defs: Definitions, ready: Sequence[DateRegion], title: str) 
     return {"partitionsByAssets": selectors, "title": title}
 
 
-def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: str) -> str:
-    params = backfill_params(defs, ready, title)
+def _launch(
+    workspace: Any,
+    defs: Definitions,
+    ready: list[DateRegion],
+    title: str,
+    held_back: Collection[str] = (),
+) -> str:
+    params = backfill_params(defs, ready, title, held_back)
     launched = _graphql(workspace, LAUNCH, {"params": params})["launchPartitionBackfill"]
     if launched["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"the backfill was refused: {launched.get('message', launched)}")
@@ -388,6 +433,8 @@ def format_report(report: BackfillReport) -> str:
         lines.extend(_wrapped(f"{key:<22} {o.status.value:<10} ", details))
     counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
     lines.append(f"{len(report.outcomes)} partitions: {counts}")
+    for date in sorted(report.held_back):
+        lines.extend(_wrapped(f"held back: {date} ", [report.held_back[date]]))
     if report.failed_runs:
         lines.append("failed runs: " + " ".join(report.failed_runs))
     if report.run_log:

@@ -37,6 +37,14 @@ def test_an_in_process_workspace_serves_the_backfill_graphql(
         ("orders_quarantine",),
         ("daily_revenue",),
     }
+    # Gold of a date held back (a drop of it not ready) stays out; its FX rates do not.
+    held = backfill.backfill_params(pipeline.defs, ready, "guard", held_back={"2024-03-04"})
+    assert {tuple(s["assetKey"]["path"]) for s in held["partitionsByAssets"]} == {
+        ("fx_rates",),
+        ("raw_orders",),
+        ("orders",),
+        ("orders_quarantine",),
+    }
     assert not backfill.daemon_running(instance)
     with backfill._workspace(pipeline.defs, instance, in_process=True) as workspace:
         with pytest.raises(RuntimeError, match="no-such-backfill"):
@@ -113,3 +121,24 @@ def test_the_summary_tells_warnings_from_failures_and_keeps_every_reason_whole(
     for line in text.splitlines():
         assert len(line) <= backfill.REPORT_WIDTH or " " not in line.strip(), line
     assert "3 partitions: 1 succeeded, 2 failed" in text
+    assert report.failed and not report.pending and not report.ok
+
+
+def test_a_held_back_date_is_pending_and_printed_whole() -> None:
+    why = "landing drop /srv/landing/region=eu-west/date=2024-03-02 for partition " + (
+        "2024-03-02|eu-west has no _SUCCESS marker yet: not ingesting a drop that may be incomplete"
+    )
+    report = backfill.BackfillReport(
+        "b2",
+        "COMPLETED_SUCCESS",
+        outcomes={
+            "2024-03-02|us-east": backfill.PartitionOutcome(
+                "2024-03-02|us-east", backfill.Status.SUCCEEDED
+            )
+        },
+        held_back={"2024-03-02": f"waits for eu-west ({why})"},
+    )
+    assert report.pending and not report.failed and not report.ok
+    text = backfill.format_report(report)
+    assert "held back: 2024-03-02 waits for eu-west (landing drop" in text
+    assert f"waits for eu-west ({why})" in " ".join(text.split())
