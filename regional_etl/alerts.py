@@ -17,8 +17,12 @@ from typing import Any
 from dagster import (
     ConfigurableResource,
     DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
     DefaultSensorStatus,
     RunFailureSensorContext,
+    RunStatusChangeRecordsFilter,
     get_dagster_logger,
     run_failure_sensor,
 )
@@ -27,10 +31,20 @@ from pydantic import Field
 from regional_etl import http, settings
 
 PARTITION_TAG_PREFIX = "dagster/partition"
+BACKFILL_TAG = "dagster/backfill"
+# Dagster's own jobs (`__ASSET_JOB` for a run launched from the asset graph, the ephemeral job of
+# `materialize`) are names no user has heard of.
+HIDDEN_JOB_PREFIX = "__"
 RANGE_TAG_PREFIX = "dagster/asset_partition_range_"
 RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"  # set on failure when run retries are enabled
 MAX_ERROR_CHARS = 2_000
+# On its first tick (a new instance, a new deployment, a reset cursor) the sensor alerts the runs
+# that failed within this window before it, instead of Dagster's default of "from now on".
+ALERT_LOOKBACK = dt.timedelta(hours=24)
+# Set on a failed run once its alert went out (or was logged): never alerted twice, even by a
+# first tick that looks back over it again.
+ALERTED_TAG = "regional_etl/alerted_at"
 _WRAPPER_ERRORS = {
     "DagsterExecutionStepExecutionError",
     "RetryRequestedFromPolicy",
@@ -143,21 +157,33 @@ def alert_resources() -> dict[str, AlertWebhookResource]:
 def failure_payload(
     context: RunFailureSensorContext, webhook: AlertWebhookResource
 ) -> dict[str, Any]:
-    """The JSON notification for one failed run."""
+    """The JSON notification for one failed run; `text` is its one-line headline."""
     run = context.dagster_run
     tags = dict(run.tags)
     link = f"/runs/{run.run_id}"
+    url = webhook.run_url(link)
     steps = [
         {"step_key": event.step_key, "error": _step_error(event)}
         for event in context.get_step_failure_events()
     ]
     run_error = context.failure_event.message or ""
     error = "; ".join(f"{s['step_key']}: {s['error']}" for s in steps) or run_error
+    failed = failed_asset_partitions(
+        context.instance, run, {s["step_key"] for s in steps if s["step_key"]}
+    )
+    assets = sorted(failed)
+    partitions = sorted({p for keys in failed.values() for p in keys})
+    backfill_id = tags.get(BACKFILL_TAG)
     return {
         "event": "run_failure",
+        "text": headline(run, failed, backfill_id, steps, run_error, url or link),
+        "job": job_title(run, assets),
         "job_name": run.job_name,
         "run_id": run.run_id,
         "status": run.status.value,
+        "assets": assets,
+        "partitions": partitions,
+        "backfill_id": backfill_id,
         "partition": tags.get(PARTITION_TAG_PREFIX),
         "partition_tags": {
             key: value
@@ -171,10 +197,82 @@ def failure_payload(
         "run_error": run_error[:MAX_ERROR_CHARS],
         "step_failures": steps,
         "link": link,
-        "url": webhook.run_url(link),
+        "url": url,
         "sensor": context.sensor_name,
         "sent_at": dt.datetime.now(dt.UTC).isoformat(),
     }
+
+
+def failed_asset_partitions(
+    instance: DagsterInstance, run: DagsterRun, failed_steps: set[str]
+) -> dict[str, list[str]]:
+    """asset -> the partitions that this run planned in a step that failed and did not
+    materialize: in a range run, not the whole range, and not the assets skipped because an
+    upstream step failed (that step has its own entry). An op job has none."""
+    planned: dict[str, set[str]] = {}
+    events = instance.all_logs(
+        run.run_id,
+        of_type={
+            DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            DagsterEventType.ASSET_MATERIALIZATION,
+        },
+    )
+    done: set[tuple[str, str | None]] = set()
+    for entry in events:
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.step_materialization_data.materialization
+            done.add((materialization.asset_key.to_user_string(), materialization.partition))
+            continue
+        if event.step_key not in failed_steps:
+            continue
+        data = event.asset_materialization_planned_data
+        keys = planned.setdefault(data.asset_key.to_user_string(), set())
+        if data.partitions_subset is not None:
+            keys.update(data.partitions_subset.get_partition_keys())
+        elif data.partition:
+            keys.add(data.partition)
+    failed = {
+        asset: sorted(k for k in keys if (asset, k) not in done) for asset, keys in planned.items()
+    }
+    # An asset whose partitions all published failed in a check or after its writes: still say it.
+    return {asset: keys or sorted(planned[asset]) for asset, keys in failed.items()}
+
+
+def job_title(run: DagsterRun, assets: list[str]) -> str:
+    """The job as a user knows it: a run launched from the asset graph runs Dagster's hidden
+    `__ASSET_JOB`, which no one has heard of: "asset run of daily_revenue"."""
+    if not run.job_name.startswith(HIDDEN_JOB_PREFIX):
+        return run.job_name
+    selected = assets or sorted(k.to_user_string() for k in run.asset_selection or [])
+    return f"asset run of {', '.join(selected) or 'assets'}"
+
+
+def headline(
+    run: DagsterRun,
+    failed: dict[str, list[str]],
+    backfill_id: str | None,
+    steps: list[dict[str, Any]],
+    run_error: str,
+    where: str,
+) -> str:
+    """One line: what failed (assets and their partitions), in which backfill and job, why (as
+    the step raised it, its first line whole) and where to look."""
+    by_partitions: dict[tuple[str, ...], list[str]] = {}
+    for asset, keys in sorted(failed.items()):
+        by_partitions.setdefault(tuple(keys), []).append(asset)
+    what = "; ".join(
+        ", ".join(assets) + (f" {', '.join(keys)}" if keys else "")
+        for keys, assets in by_partitions.items()
+    )
+    reasons = [str(s["error"]) for s in steps] or [run_error]
+    why = "; ".join(dict.fromkeys(r.strip().splitlines()[0] for r in reasons if r.strip()))
+    job = job_title(run, sorted(failed))
+    context = f"backfill {backfill_id}, {job}" if backfill_id else job
+    subject = f"{what} failed ({context})" if what else f"{job} failed"
+    return f"{subject}: {why or 'no error recorded'} ({where})"
 
 
 def _step_error(event: DagsterEvent) -> str:
@@ -195,7 +293,8 @@ def _step_error(event: DagsterEvent) -> str:
     description=(
         "Posts a JSON alert (job, run id, partition, error, link to the run) to the webhook in "
         "REGIONAL_ETL_ALERT_WEBHOOK_URL for every failed run on the instance (UI, schedules, "
-        "sensors, `regional-etl backfill`); without it, only logs the alert."
+        "sensors, `regional-etl backfill`), once per run, those that failed up to 24 h before "
+        "its first tick included; without it, only logs the alert."
     ),
     default_status=DefaultSensorStatus.RUNNING,
     # Also the in-process runs of `regional-etl backfill`, which have no code-location origin.
@@ -206,12 +305,13 @@ def run_failure_alert(
     context: RunFailureSensorContext, alert_webhook: AlertWebhookResource
 ) -> None:
     """Alert on every failed run (on by default)."""
+    run = context.dagster_run
+    if run.tags.get(ALERTED_TAG):
+        context.log.info(f"run {run.run_id} was alerted at {run.tags[ALERTED_TAG]}: not again")
+        return
     payload = failure_payload(context, alert_webhook)
-    summary = (
-        f"run {payload['run_id']} of {payload['job_name']}"
-        f"{' partition ' + payload['partition'] if payload['partition'] else ''} failed"
-        f"{' (Dagster will retry the run)' if payload['will_retry'] else ''}: "
-        f"{payload['error'][:300]}"
+    summary = f"run {payload['run_id']}: {payload['text']}" + (
+        " (Dagster will retry the run)" if payload["will_retry"] else ""
     )
     delivery = alert_webhook.send(payload, log=context.log)
     if delivery is None:
@@ -223,6 +323,40 @@ def run_failure_alert(
             f"Alert sent to {delivery.url} (HTTP {delivery.status}, {delivery.attempts} "
             f"attempt(s)): {summary}"
         )
+    context.instance.add_run_tags(run.run_id, {ALERTED_TAG: payload["sent_at"]})
 
+
+def _look_back_on_first_tick(sensor: Any, lookback: dt.timedelta) -> None:
+    """Make `sensor` (a run status sensor) start `lookback` before its first tick.
+
+    Dagster 1.13 starts a run status sensor without a cursor at the latest run status event
+    ("Initiating ..."), so a run that failed before the first tick (runs of `regional-etl
+    backfill` on a new instance, a deployment after an outage) would never be alerted, and
+    there is no public way to give it a starting point. The cursor it expects,
+    `RunStatusSensorCursor`, is internal; test_alerts.py fails loudly if it moves.
+    """
+    from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
+
+    evaluate = sensor._evaluation_fn
+
+    def evaluation(context: Any) -> Any:
+        if context.cursor is None or not RunStatusSensorCursor.is_valid(context.cursor):
+            since = dt.datetime.now(dt.UTC) - lookback
+            older = context.instance.fetch_run_status_changes(
+                RunStatusChangeRecordsFilter(
+                    event_type=DagsterEventType.RUN_FAILURE, before_timestamp=since.timestamp()
+                ),
+                limit=1,
+            ).records
+            start = older[0].storage_id if older else -1
+            context.update_cursor(
+                RunStatusSensorCursor(record_id=start, record_timestamp=since.isoformat()).to_json()
+            )
+        return evaluate(context)
+
+    sensor._evaluation_fn = evaluation
+
+
+_look_back_on_first_tick(run_failure_alert, ALERT_LOOKBACK)
 
 ALERT_SENSORS = [run_failure_alert]

@@ -11,8 +11,9 @@ backfill iteration and executes its runs in-process, one after the other.
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
@@ -85,6 +87,8 @@ class PartitionOutcome:
     partition: str
     status: Status
     detail: str = ""
+    # WARN-severity checks that did not pass: said, but never a failure by themselves.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -106,12 +110,28 @@ class BackfillReport:
     runs: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
     run_log: str = ""  # where the runs executed in-process wrote their output
+    # Dates whose region-dependent daily assets (daily_revenue) were left out of the backfill
+    # because a drop of the date is not ready: date -> "waits for <region> (<why>)".
+    held_back: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A targeted partition or a run failed."""
+        return bool(self.failed_runs) or any(
+            o.status == Status.FAILED for o in self.outcomes.values()
+        )
+
+    @property
+    def pending(self) -> bool:
+        """A drop is not ready yet, or gold of a date waits for one: not a failure."""
+        return bool(self.held_back) or any(
+            o.status == Status.NOT_READY for o in self.outcomes.values()
+        )
 
     @property
     def ok(self) -> bool:
-        return all(o.status == Status.SUCCEEDED for o in self.outcomes.values()) and not (
-            self.failed_runs
-        )
+        """Everything targeted was published and nothing waits."""
+        return not self.failed and not self.pending
 
     def count(self, status: Status | str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
@@ -136,25 +156,37 @@ def run_backfill(
 ) -> BackfillReport:
     """Back-fill every asset over the dates and regions whose drops are ready, as an asset
     backfill on `instance`; wait for it and report per (date, region). Never raises on a failed
-    partition: the report says which failed and why."""
+    partition: the report says which failed and why. A drop that is not ready is pending, not
+    failed: its partition is not launched, and gold of its date is held back (not launched
+    either) until a later backfill of that drop, since it needs every region of the date."""
     regions = [validate_region(r) for r in regions]
-    partitions = [DateRegion(d, r) for d in date_range(start, end) for r in regions]
     root = landing_root or _landing_root(defs)
     ready: list[DateRegion] = []
     not_ready: dict[str, PartitionOutcome] = {}
-    for p in partitions:
-        try:
-            ready_drop(root, p)
-            ready.append(p)
-        except DropNotReadyError as exc:
-            not_ready[str(p)] = PartitionOutcome(str(p), Status.NOT_READY, str(exc))
+    held_back: dict[str, str] = {}
+    for date in date_range(start, end):
+        # Gold of a date needs all its regions, the ones outside `regions` included.
+        waits: list[str] = []
+        for region in REGIONS:
+            p = DateRegion(date, region)
+            try:
+                ready_drop(root, p)
+                if region in regions:
+                    ready.append(p)
+            except DropNotReadyError as exc:
+                waits.append(f"{region} ({exc})")
+                if region in regions:
+                    not_ready[str(p)] = PartitionOutcome(str(p), Status.NOT_READY, str(exc))
+        if waits:
+            held_back[date] = "waits for " + "; ".join(waits)
     if not ready:
-        return BackfillReport("", "NOTHING_TO_DO", outcomes=not_ready)
+        return BackfillReport("", "NOTHING_TO_DO", outcomes=not_ready, held_back=held_back)
 
     orders = orders_key(defs)
     daemon = daemon_running(instance)
     with _workspace(defs, instance, in_process=not daemon) as workspace:
-        backfill_id = _launch(workspace, defs, ready, title=f"regional-etl backfill {start}..{end}")
+        title = f"regional-etl backfill {start}..{end}"
+        backfill_id = _launch(workspace, defs, ready, title, held_back=set(held_back))
         run_log = None if daemon else _run_log(instance, backfill_id)
         while (state := _progress(workspace, backfill_id, orders)).status not in TERMINAL:
             progress(state)
@@ -172,6 +204,7 @@ def run_backfill(
     report.status = state.status
     report.executed_by = "the daemon" if daemon else "this process (no daemon running)"
     report.outcomes.update(not_ready)
+    report.held_back = held_back
     return report
 
 
@@ -264,20 +297,30 @@ def _graphql(workspace: Any, query: str, variables: dict[str, Any]) -> dict[str,
     return data
 
 
-def backfill_params(defs: Definitions, ready: Sequence[DateRegion], title: str) -> dict[str, Any]:
+def backfill_params(
+    defs: Definitions,
+    ready: Sequence[DateRegion],
+    title: str,
+    held_back: Collection[str] = (),
+) -> dict[str, Any]:
     """`LaunchBackfillParams` of every asset of `defs`: the (date, region) assets over the ready
-    drops, the daily ones over the dates that have one (what "Materialize all" sends)."""
+    drops, the daily ones over the dates that have one (what "Materialize all" sends), except
+    that the daily assets built from regions (daily_revenue) leave out the `held_back` dates,
+    whose run could only fail on a region that is not there yet."""
+    specs = [s for s in defs.resolve_all_asset_specs() if s.partitions_def is not None]
+    regional = {s.key for s in specs if s.partitions_def == date_region_partitions}
     dates = sorted({p.order_date for p in ready})
     selectors = []
-    for spec in defs.resolve_all_asset_specs():
-        if spec.partitions_def is None:
-            continue  # not part of the pipeline's history (the release diff)
+    for spec in specs:  # those without partitions are not the pipeline's history (release diff)
         if spec.partitions_def == date_region_partitions:
             keys = [str(p) for p in ready]
         elif spec.partitions_def == daily_partitions:
-            keys = dates
+            from_regions = any(dep.asset_key in regional for dep in spec.deps)
+            keys = [d for d in dates if not (from_regions and d in held_back)]
         else:
             raise ValueError(f"{spec.key.to_user_string()}: not partitioned by date or date|region")
+        if not keys:
+            continue
         selectors.append(
             {
                 "assetKey": {"path": spec.key.path},
@@ -287,8 +330,14 @@ def backfill_params(defs: Definitions, ready: Sequence[DateRegion], title: str) 
     return {"partitionsByAssets": selectors, "title": title}
 
 
-def _launch(workspace: Any, defs: Definitions, ready: list[DateRegion], title: str) -> str:
-    params = backfill_params(defs, ready, title)
+def _launch(
+    workspace: Any,
+    defs: Definitions,
+    ready: list[DateRegion],
+    title: str,
+    held_back: Collection[str] = (),
+) -> str:
+    params = backfill_params(defs, ready, title, held_back)
     launched = _graphql(workspace, LAUNCH, {"params": params})["launchPartitionBackfill"]
     if launched["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"the backfill was refused: {launched.get('message', launched)}")
@@ -333,35 +382,41 @@ def _report(
     records = instance.fetch_materializations(published_filter, limit=10 * len(keys)).records
     published = {r.partition_key for r in records if r.run_id in run_ids}
     report = BackfillReport(backfill_id, runs=[r.run_id for r in runs])
-    reasons: dict[str, list[str]] = {}
+    errors: dict[str, set[str]] = {}
+    warnings: dict[str, set[str]] = {}
     for run in runs:
         if run.status != DagsterRunStatus.SUCCESS:
             report.failed_runs.append(run.run_id)
         for event in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
             evaluation = event.dagster_event.asset_check_evaluation_data  # type: ignore[union-attr]
-            if not evaluation.passed and evaluation.partition:
-                reasons.setdefault(evaluation.partition, []).append(
-                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                )
+            if evaluation.passed or not evaluation.partition:
+                continue
+            found = errors if evaluation.severity == AssetCheckSeverity.ERROR else warnings
+            found.setdefault(evaluation.partition, set()).add(
+                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            )
     run_failures = _run_failures(instance, report.failed_runs)
     for key in keys:
+        warned = sorted(warnings.get(key, set()))
         if key in published:
-            report.outcomes[key] = PartitionOutcome(key, Status.SUCCEEDED)
+            outcome = PartitionOutcome(key, Status.SUCCEEDED, warnings=warned)
         else:
-            failed_checks = ", ".join(sorted(set(reasons.get(key, []))))
+            failed_checks = ", ".join(sorted(errors.get(key, set())))
             detail = f"failed checks: {failed_checks}" if failed_checks else run_failures
-            report.outcomes[key] = PartitionOutcome(key, Status.FAILED, detail or "not run")
+            outcome = PartitionOutcome(key, Status.FAILED, detail or "not run", warned)
+        report.outcomes[key] = outcome
     return report
 
 
 def _run_failures(instance: DagsterInstance, run_ids: list[str]) -> str:
-    """The first line of each failed run's error, for partitions that no check explains."""
+    """The first line, whole, of each failed run's error, for partitions that no check
+    explains."""
     messages = []
     for run_id in run_ids:
         for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             error = event.dagster_event.step_failure_data.error  # type: ignore[union-attr]
             if error is not None:
-                messages.append(error.message.strip().splitlines()[0][:200])
+                messages.append(error.message.strip().splitlines()[0])
     return "; ".join(dict.fromkeys(messages))
 
 
@@ -372,11 +427,39 @@ def format_report(report: BackfillReport) -> str:
     lines.append(f"{'partition':<22} {'status':<10} detail")
     for key in sorted(report.outcomes):
         o = report.outcomes[key]
-        lines.append(f"{key:<22} {o.status.value:<10} {o.detail[:100]}")
+        details = [o.detail] if o.detail else []
+        if o.warnings:
+            details.append("warnings: " + ", ".join(o.warnings))
+        lines.extend(_wrapped(f"{key:<22} {o.status.value:<10} ", details))
     counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
     lines.append(f"{len(report.outcomes)} partitions: {counts}")
+    for date in sorted(report.held_back):
+        lines.extend(_wrapped(f"held back: {date} ", [report.held_back[date]]))
     if report.failed_runs:
         lines.append("failed runs: " + " ".join(report.failed_runs))
     if report.run_log:
         lines.append(f"run logs: {report.run_log}")
     return "\n".join(lines)
+
+
+REPORT_WIDTH = 100
+
+
+def _wrapped(head: str, details: list[str]) -> list[str]:
+    """`head` then each detail whole, wrapped at word boundaries under the detail column (a long
+    path stays on one line rather than being cut)."""
+    indent = " " * len(head)
+    lines: list[str] = []
+    for detail in details or [""]:
+        lines.extend(
+            textwrap.wrap(
+                detail,
+                REPORT_WIDTH,
+                initial_indent=indent if lines else head,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or [head.rstrip()]
+        )
+    return lines

@@ -13,9 +13,20 @@ from regional_etl import settings
 from regional_etl.contract import REGIONS
 
 if TYPE_CHECKING:  # importing the package at start-up would print Dagster's beta warnings
-    from regional_etl.backfill import Progress
+    from regional_etl.backfill import BackfillReport, Progress
 
 DEMO_START, DEMO_END = "2024-03-04", "2024-03-10"
+
+# `regional-etl backfill` exit statuses (2 is a user error, as for every command).
+EXIT_OK = 0  # every targeted partition published, nothing waits
+EXIT_FAILED = 1  # a partition or a run failed (whatever else is pending)
+EXIT_PENDING = 3  # nothing failed, but a drop is not ready yet and gold of its date is held back
+BACKFILL_EXIT_HELP = (
+    f"exit status: {EXIT_OK} everything targeted was published; {EXIT_FAILED} a partition or a "
+    f"run failed; 2 a usage error; {EXIT_PENDING} nothing failed, but a drop is not ready yet "
+    "(no _SUCCESS) and daily_revenue of its date is held back: run the same command again once "
+    "it has landed"
+)
 
 
 def _date(value: str) -> dt.date:
@@ -155,7 +166,14 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         progress=_ProgressBar(),
     )
     print(format_report(report))
-    return 0 if report.ok else 1
+    return backfill_exit_status(report)
+
+
+def backfill_exit_status(report: BackfillReport) -> int:
+    """Failed beats pending: a cron job retries a pending range, a failure needs a person."""
+    if report.failed:
+        return EXIT_FAILED
+    return EXIT_PENDING if report.pending else EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -203,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("action", choices=["start", "stop", "status"])
 
-    bf = sub.add_parser("backfill", help="run the pipeline for a date range and report")
+    bf = sub.add_parser(
+        "backfill",
+        help="run the pipeline for a date range and report",
+        description="Run every asset over the ready drops of a date range as one Dagster asset "
+        "backfill, and report each (date, region).",
+        epilog=BACKFILL_EXIT_HELP,
+    )
     bf.add_argument("--start", type=_date, required=True)
     bf.add_argument("--end", type=_date, required=True)
     bf.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)

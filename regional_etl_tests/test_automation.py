@@ -309,3 +309,33 @@ def test_landing_sensor_skips_drops_already_ingested_after_their_marker(
     write_drop(pipeline.landing, "2024-03-08", "eu-west", [LINE], file_name="late.jsonl")
     later = tick(instance, pipeline.landing, first.cursor)
     assert ("regional_orders_job", "2024-03-08|eu-west") in requested(later)
+
+
+def test_landing_sensor_counts_only_the_drops_that_really_wait(
+    tmp_path: Path, instance: DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Three drops more than a tick takes: the log says 3 wait, however many of the tick's
+    batch were already ingested (those wait for nothing)."""
+    from regional_etl.automation.sensors import MAX_REQUESTS_PER_TICK
+
+    landing = tmp_path / "landing"
+    days = [dt.date(2024, 2, 1) + dt.timedelta(days=n) for n in range(26)]
+    # In the sensor's order (marker time, then partition key): ties on a coarse clock agree.
+    keys = sorted((d.isoformat(), r) for d in days for r in REGIONS)[: MAX_REQUESTS_PER_TICK + 3]
+    for date, region in keys:
+        write_drop(landing, date, region, [LINE])
+    for day in days:
+        instance.report_runless_asset_event(
+            AssetMaterialization("fx_rates", partition=day.isoformat())
+        )
+    # 60 of the first batch were ingested after their marker (by a backfill, say).
+    for date, region in keys[:60]:
+        instance.report_runless_asset_event(
+            AssetMaterialization("raw_orders", partition=f"{date}|{region}")
+        )
+    capfd.readouterr()
+    result = tick(instance, landing, None)
+    logged = capfd.readouterr().err
+    assert len(result.run_requests or []) == MAX_REQUESTS_PER_TICK - 60
+    said = [line for line in logged.splitlines() if "wait for the next tick" in line]
+    assert len(said) == 1 and "3 more drops wait for the next tick" in said[0], logged

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from regional_etl.backfill import BackfillReport, PartitionOutcome, Status
+from regional_etl.cli import EXIT_FAILED, EXIT_OK, EXIT_PENDING, backfill_exit_status, build_parser
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
 from regional_etl_tests.e2e_support import product_env
@@ -51,6 +53,10 @@ def test_a_backfill_without_a_daemon_shows_progress_and_a_summary_only(
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     generate_landing(landing, dt.date(2024, 3, 4), dt.date(2024, 3, 4), rows=20, seed=2)
+    # The next day, only eu-west has landed: pending, not failed; gold of that day waits.
+    generate_landing(
+        landing, dt.date(2024, 3, 5), dt.date(2024, 3, 5), rows=20, seed=2, regions=["eu-west"]
+    )
     env = product_env(
         home,
         landing,
@@ -66,14 +72,43 @@ def test_a_backfill_without_a_daemon_shows_progress_and_a_summary_only(
         "--start",
         "2024-03-04",
         "--end",
-        "2024-03-04",
+        "2024-03-05",
     ]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "4 partitions: 4 succeeded" in out.stdout, out.stdout
+    assert out.returncode == EXIT_PENDING, out.stdout + out.stderr
+    assert "8 partitions: 5 succeeded, 3 not_ready" in out.stdout, out.stdout
+    held = [line for line in out.stdout.splitlines() if line.startswith("held back:")]
+    assert len(held) == 1 and held[0].startswith("held back: 2024-03-05 waits for us-east ("), held
+    assert "failed runs" not in out.stdout
     assert "partitions published" in out.stdout  # the progress bar
     noise = ("DEBUG", "Warning", "Traceback", "RUN_START")
     assert not [n for n in noise if n in out.stdout + out.stderr], out.stdout + out.stderr
     [log] = (home / "logs").glob("backfill-*.log")
     assert f"run logs: {log}" in out.stdout
     assert "RUN_SUCCESS" in log.read_text()
+
+
+def test_backfill_exit_statuses_tell_pending_from_failed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def report(*statuses: Status, held: bool = False, failed_runs: int = 0) -> BackfillReport:
+        outcomes = {f"p{i}": PartitionOutcome(f"p{i}", s) for i, s in enumerate(statuses)}
+        return BackfillReport(
+            "b",
+            outcomes=outcomes,
+            held_back={"2024-03-05": "waits for us-east (...)"} if held else {},
+            failed_runs=["r"] * failed_runs,
+        )
+
+    ok, failed, waiting = Status.SUCCEEDED, Status.FAILED, Status.NOT_READY
+    assert backfill_exit_status(report(ok, ok)) == EXIT_OK == 0
+    assert backfill_exit_status(report(ok, waiting, held=True)) == EXIT_PENDING == 3
+    assert backfill_exit_status(report(ok, held=True)) == EXIT_PENDING  # a region not targeted
+    assert backfill_exit_status(report(ok, failed, waiting, held=True)) == EXIT_FAILED == 1
+    assert backfill_exit_status(report(ok, failed_runs=1)) == EXIT_FAILED
+    # The help says what each status means.
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["backfill", "--help"])
+    backfill_help = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 everything targeted was published; 1 a partition" in backfill_help
+    assert "3 nothing failed, but a drop is not ready yet" in backfill_help

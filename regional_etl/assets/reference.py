@@ -218,6 +218,14 @@ def _fx_failure(
     if isinstance(exc, FXTransientError):
         policy = context.op_def.retry_policy
         max_retries = policy.max_retries if policy is not None else 0
+        tried = f"{exc.attempts} HTTP attempt(s)"
+        if policy is None:
+            what = f"failed after {tried} (this asset has no step RetryPolicy)"
+        elif context.retry_number < max_retries:
+            what = f"step retry {context.retry_number + 1} of {max_retries} follows"
+        else:
+            # The step's final failure: the alert and the UI say it gave up, not "retryable".
+            what = f"gave up after {max_retries + 1} step attempts of {tried} each"
         if policy is None:
             context.log.warning(
                 f"fx_rates {date}: the FX service still failed after {exc.attempts} HTTP "
@@ -236,7 +244,7 @@ def _fx_failure(
                 f"attempt(s) and {max_retries} step retries: giving up on this run"
             )
         return Failure(
-            description=f"fx_rates {date}: transient FX failure (retryable): {exc}",
+            description=f"fx_rates {date}: transient FX failure, {what}: {exc}",
             metadata=metadata,
             allow_retries=True,
         )

@@ -51,7 +51,8 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
         return SkipReason(f"no new or re-delivered drops under {warehouse.landing()}")
 
     fresh.sort(key=lambda d: (d.success_mtime_ns, d.partition))
-    batch = fresh[:MAX_REQUESTS_PER_TICK]
+    batch, later = fresh[:MAX_REQUESTS_PER_TICK], fresh[MAX_REQUESTS_PER_TICK:]
+    next_tick = f"; {len(later)} more drops wait for the next tick" if later else ""
     # A drop ingested after its marker was last touched (by a backfill, the schedule or a click
     # in the UI) is not new: a sensor starting on an existing instance must not redo history.
     done = [d for d in batch if ingested_after(context.instance, d)]
@@ -60,7 +61,7 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
     batch = [d for d in batch if d not in done]
     if not batch:
         return SensorResult(
-            skip_reason=f"{len(done)} drops were already ingested after their _SUCCESS",
+            skip_reason=f"{len(done)} drops were already ingested after their _SUCCESS" + next_tick,
             cursor=json.dumps(seen, sort_keys=True),
         )
     have_fx = context.instance.get_materialized_partitions(AssetKey("fx_rates"))
@@ -89,8 +90,9 @@ def landing_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
         seen[key] = drop.success_mtime_ns
     if waiting:
         context.log.info(f"{waiting} drops wait for the FX rates of their date")
-    if len(fresh) > len(batch):
-        context.log.info(f"{len(fresh) - len(batch)} more drops wait for the next tick")
+    if later:
+        # Beyond this tick's batch: the ones already ingested in it do not wait for anything.
+        context.log.info(next_tick.removeprefix("; "))
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 

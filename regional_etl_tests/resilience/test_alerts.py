@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 from dagster import (
+    AssetMaterialization,
+    BackfillPolicy,
     DagsterEventType,
     DagsterInstance,
     DagsterRun,
     Definitions,
+    Failure,
+    asset,
     build_run_status_sensor_context,
     build_sensor_context,
     instance_for_test,
@@ -22,13 +26,16 @@ from dagster._core.instance.config import dagster_instance_config
 from regional_etl import settings
 from regional_etl.alerts import (
     ALERT_SENSORS,
+    ALERTED_TAG,
     AlertDeliveryError,
     AlertWebhookResource,
     alert_resources,
     redact_url,
     run_failure_alert,
 )
-from regional_etl.assets.reference import fx_rates
+from regional_etl.assets.reference import build_fx_rates_asset, fx_rates
+from regional_etl.partitions import daily_partitions
+from regional_etl.policies import fx_retry_policy
 from regional_etl_tests.fx_faults import FaultConfig, FaultyFXServer
 
 from .conftest import DATE, MakeResources, WebhookReceiver
@@ -55,11 +62,11 @@ def failed_fx_run(
 
 
 def start_sensor(instance: DagsterInstance, webhook: AlertWebhookResource) -> str | None:
-    """The sensor's first tick, as the daemon runs it: it starts watching from now on."""
+    """The sensor's first tick, as the daemon runs it, on an instance with no failed run yet."""
     result = run_failure_alert.evaluate_tick(
         build_sensor_context(instance=instance, resources={"alert_webhook": webhook})
     )
-    assert result.skip_message and "Initiating" in result.skip_message
+    assert not result.dagster_run_reactions and result.cursor
     return result.cursor
 
 
@@ -126,6 +133,13 @@ def test_a_failed_run_reaches_the_webhook(
     assert post["content_type"] == "application/json"
     body = post["body"]
     assert body["event"] == "run_failure"
+    # The headline: what failed, in which job, why as the step said it, and where to look.
+    assert body["text"].startswith(
+        f"fx_rates {DATE} failed (asset run of fx_rates): fx_rates {DATE}: FX service "
+    )
+    assert body["text"].endswith(f"(http://127.0.0.1:3000/runs/{run.run_id})")
+    assert body["assets"] == ["fx_rates"] and body["partitions"] == [DATE]
+    assert body["backfill_id"] is None and body["job"] == "asset run of fx_rates"
     assert body["run_id"] == run.run_id and body["job_name"] == run.job_name
     assert body["partition"] == DATE
     assert body["partition_tags"]["dagster/partition"] == DATE
@@ -145,6 +159,8 @@ def test_a_failed_run_reaches_the_webhook(
     # The next tick starts after that run: one alert per failure.
     assert not next_tick(instance, resource, tick.cursor).dagster_run_reactions
     assert len(webhook.received) == 1
+    tagged = instance.get_run_by_id(run.run_id)
+    assert tagged is not None and tagged.tags.get(ALERTED_TAG)
 
 
 def test_an_undeliverable_alert_fails_the_tick_with_the_reason(
@@ -210,4 +226,107 @@ def test_the_sensor_is_on_by_default_and_loads_with_its_resource():
     Definitions.validate_loadable(Definitions(sensors=ALERT_SENSORS, resources=alert_resources()))
     assert redact_url("https://hooks.example.com:8443/services/T0/B1/xyz?k=v") == (
         "https://hooks.example.com:8443/..."
+    )
+
+
+def test_a_run_that_failed_before_the_first_tick_is_alerted_once(
+    instance: DagsterInstance,
+    fx_server: FaultyFXServer,
+    make_resources: MakeResources,
+    webhook: WebhookReceiver,
+):
+    """Dagster's run failure sensor starts "from now" on its first tick: a backfill that failed
+    on a new instance before the daemon's first tick would never page anyone. This one looks
+    back ALERT_LOOKBACK, and a tag on the run keeps it to one alert, even when a reset cursor
+    looks back over it again. Evaluated as the code location loads it."""
+    from regional_etl.definitions import defs
+
+    sensor = defs.resolve_sensor_def("run_failure_alert")
+    resources = {"alert_webhook": AlertWebhookResource(url=webhook.url)}
+    run = failed_fx_run(instance, fx_server, make_resources)
+
+    first = sensor.evaluate_tick(build_sensor_context(instance=instance, resources=resources))
+    (reaction,) = first.dagster_run_reactions or []
+    assert reaction.dagster_run is not None and reaction.dagster_run.run_id == run.run_id
+    assert [p["body"]["run_id"] for p in webhook.received] == [run.run_id]
+
+    again = build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
+    assert not sensor.evaluate_tick(again).dagster_run_reactions
+    restarted = build_sensor_context(instance=instance, resources=resources)  # cursor reset
+    sensor.evaluate_tick(restarted)
+    assert len(webhook.received) == 1
+
+
+def test_an_fx_outage_alert_says_the_step_gave_up_after_its_retries(
+    instance: DagsterInstance,
+    fx_server: FaultyFXServer,
+    make_resources: MakeResources,
+    webhook: WebhookReceiver,
+):
+    resource = AlertWebhookResource(url=webhook.url)
+    cursor = start_sensor(instance, resource)
+    fx_server.set_faults(FaultConfig(outage_seconds=600))
+    asset_def = build_fx_rates_asset(fx_retry_policy(max_retries=1, delay_seconds=0.01))
+    result = materialize(
+        [asset_def],
+        partition_key=DATE,
+        resources=make_resources(max_attempts=2),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    next_tick(instance, resource, cursor)
+    (post,) = webhook.received
+    text = post["body"]["text"]
+    assert text.startswith(f"fx_rates {DATE} failed (asset run of fx_rates): fx_rates {DATE}: ")
+    assert "gave up after 2 step attempts of 2 HTTP attempt(s) each" in text
+    assert "retryable" not in text and "HTTP 503" in text
+
+
+RANGE = ("2024-03-08", "2024-03-10")
+
+
+@asset(
+    name="daily_revenue",
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    output_required=False,
+)
+def stand_in_daily_revenue(context):
+    """Publishes the range but its middle date, which has a region missing."""
+    for date in context.partition_keys:
+        if date != "2024-03-09":
+            yield AssetMaterialization(context.asset_key, partition=date)
+    raise Failure(
+        description="daily_revenue not materialized for dates with regions that have no "
+        "published orders: {'2024-03-09': ['ap-south']}",
+        allow_retries=False,
+    )
+
+
+def test_a_range_run_of_a_backfill_is_alerted_with_the_partitions_that_failed(
+    instance: DagsterInstance, webhook: WebhookReceiver
+):
+    resource = AlertWebhookResource(url=webhook.url)
+    cursor = start_sensor(instance, resource)
+    result = materialize(
+        [stand_in_daily_revenue],
+        instance=instance,
+        raise_on_error=False,
+        tags={
+            "dagster/asset_partition_range_start": RANGE[0],
+            "dagster/asset_partition_range_end": RANGE[1],
+            "dagster/backfill": "abcdefgh",
+        },
+    )
+    assert not result.success
+    next_tick(instance, resource, cursor)
+    (post,) = webhook.received
+    body = post["body"]
+    assert body["assets"] == ["daily_revenue"] and body["partitions"] == ["2024-03-09"]
+    assert body["backfill_id"] == "abcdefgh"
+    assert body["text"] == (
+        "daily_revenue 2024-03-09 failed (backfill abcdefgh, asset run of daily_revenue): "
+        "daily_revenue not materialized for dates with regions that have no published orders: "
+        f"{{'2024-03-09': ['ap-south']}} (/runs/{result.run_id})"
     )
