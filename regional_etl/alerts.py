@@ -299,7 +299,7 @@ def _step_error(event: DagsterEvent) -> str:
     default_status=DefaultSensorStatus.RUNNING,
     # Also the in-process runs of `regional-etl backfill`, which have no code-location origin.
     monitor_all_code_locations=True,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=settings.positive_int(settings.SENSOR_INTERVAL_SECONDS),
 )
 def run_failure_alert(
     context: RunFailureSensorContext, alert_webhook: AlertWebhookResource

@@ -57,6 +57,18 @@ def configured(setting: Setting, kind: type = str) -> Any:
         raise ValueError(f"{setting.name}={raw!r}: expected a {kind.__name__}") from None
 
 
+def positive_int(setting: Setting) -> int:
+    """The setting's value as a whole number of at least 1; a clear error naming it otherwise."""
+    raw = setting.get()
+    try:
+        value = int(raw or "")
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{setting.name}={raw!r}: expected a whole number of at least 1")
+    return value
+
+
 DAGSTER_HOME = Setting("DAGSTER_HOME", None, "the Dagster instance folder (dagster.yaml)")
 ENV = Setting("REGIONAL_ETL_ENV", "local", "resource map: local or cluster")
 XDG_CACHE_HOME = Setting("XDG_CACHE_HOME", "~/.cache", "the user's cache folder")
@@ -119,6 +131,13 @@ DELIVERY_LOOKBACK_DAYS = Setting(
     "REGIONAL_ETL_DELIVERY_LOOKBACK_DAYS",
     "7",
     "the deadline sensor looks at dates whose deadline passed within this many days",
+)
+# Read when the code location loads (a sensor's interval is part of its definition), like
+# REGIONAL_ETL_RELEASE: a change takes effect on the next reload or deployment.
+SENSOR_INTERVAL_SECONDS = Setting(
+    "REGIONAL_ETL_SENSOR_INTERVAL_SECONDS",
+    "30",
+    "the landing, automation and failure-alert sensors evaluate at most this often (seconds)",
 )
 FX_STEP_RETRIES = Setting("REGIONAL_ETL_FX_STEP_RETRIES", "3", "step retries of fx_rates")
 FX_STEP_RETRY_DELAY = Setting(

@@ -40,7 +40,7 @@ from regional_etl.generate import generate_landing
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
-from regional_etl_tests.conftest import TEST_SPARK_CONF, Pipeline
+from regional_etl_tests.conftest import SMALL_JVM, TEST_SPARK_CONF, Pipeline
 from regional_etl_tests.e2e_support import HOST, E2EError, free_port, isolated_env, wait_for
 from regional_etl_tests.procs import process_groups, process_stats
 
@@ -49,9 +49,6 @@ pytestmark = pytest.mark.slow
 DATES = ("2024-03-07", "2024-03-09")  # Thursday to Saturday: Saturday takes Friday's rates
 ROWS = 200
 WORKERS = 2
-# Short-lived JVMs on a 2-core machine: the C1 compiler alone and the serial collector halve the
-# cold start of every first query (measured) and leave the cores to the work.
-SMALL_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # Appended to `spark_server.server_command`: small executors, one per one-core worker.
 CLUSTER_CONF = {
     "spark.app.name": "regional-etl-scale-out",

@@ -18,6 +18,7 @@ from dagster import (
     sensor,
 )
 
+from regional_etl import settings
 from regional_etl.io.landing import Drop, scan_drops
 from regional_etl.jobs import fx_rates_job, regional_orders_job
 from regional_etl.resources.warehouse import WarehouseResource
@@ -33,7 +34,7 @@ def _load_cursor(raw: str | None) -> dict[str, int]:
 
 @sensor(
     jobs=[regional_orders_job, fx_rates_job],
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=settings.positive_int(settings.SENSOR_INTERVAL_SECONDS),
     default_status=DefaultSensorStatus.RUNNING,
     description="Launches the regional run of every landing drop whose _SUCCESS marker is new or "
     "newer than last seen (weeks-old and out-of-order dates included). A date without FX rates "
@@ -111,7 +112,7 @@ automation_sensor = AutomationConditionSensorDefinition(
     "regional_automation",
     target=AssetSelection.assets("daily_revenue"),
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=settings.positive_int(settings.SENSOR_INTERVAL_SECONDS),
     description="Brings daily_revenue up to date for every date whose regions were re-processed "
     "and passed their blocking gates.",
 )
