@@ -40,7 +40,7 @@ def daemon_tick_env(env: Mapping[str, str]) -> dict[str, str]:
         "REGIONAL_ETL_SENSOR_INTERVAL_SECONDS": DAEMON_TICK_SECONDS,
         **env,
         "PYTHONPATH": os.pathsep.join(path),
-        "REGIONAL_ETL_TESTS_DAEMON_TICK_SECONDS": DAEMON_TICK_SECONDS,
+        "DAEMON_TICK_SECONDS_FOR_TESTS": DAEMON_TICK_SECONDS,
     }
 
 

@@ -3,8 +3,9 @@
 Dagster's backfill daemon sleeps `DEFAULT_DAEMON_INTERVAL_SECONDS` (30 s, not configurable)
 between iterations, and an asset backfill advances one level of the asset graph per iteration: a
 backfill of our four levels idles about two minutes in every test that launches one through the
-daemon. Tests put this folder on PYTHONPATH with REGIONAL_ETL_TESTS_DAEMON_TICK_SECONDS set
-(`e2e_support.DAEMON_TICK_ENV`); Python imports `sitecustomize` at the start of every process, and
+daemon. Tests put this folder on PYTHONPATH with DAEMON_TICK_SECONDS_FOR_TESTS set
+(`e2e_support.daemon_tick_env`; not a REGIONAL_ETL_ name, which the benchmark's and the tests'
+environment cleaners drop); Python imports `sitecustomize` at the start of every process, and
 in a daemon process (`dagster-daemon run`, or the one `dagster dev` starts as `python -m
 dagster._daemon`) this lowers the interval before the daemon reads it. Every other process is
 left alone, and everything else about the daemon is Dagster's own.
@@ -13,7 +14,7 @@ left alone, and everything else about the daemon is Dagster's own.
 import os
 import sys
 
-_SECONDS = os.environ.get("REGIONAL_ETL_TESTS_DAEMON_TICK_SECONDS")
+_SECONDS = os.environ.get("DAEMON_TICK_SECONDS_FOR_TESTS")
 
 
 def _is_daemon(argv: list[str]) -> bool:
