@@ -1,10 +1,11 @@
-"""Failure alerts: a run failure sensor that POSTs a JSON notification to a webhook (the payload
-is shown in docs/resilience.md).
+"""Failure alerts: `run_failure_alert`, a sensor that POSTs a JSON notification to a webhook for
+every failed run (the payload is shown in docs/resilience.md).
 
-`run_failure_alert` is on by default and watches every run on the instance, the runs that
-`regional-etl backfill` executes in its own process included: those carry no code-location
-origin, so a sensor scoped to the code location would never see them. Step retries send nothing:
-Dagster has no hook for them; they show in the run log as STEP_UP_FOR_RETRY events.
+It is on by default and reads the instance's RUN_FAILURE events itself, after a cursor of its own
+(the storage id of the last one it handled), so it sees every run on the instance, the runs that
+`regional-etl backfill` executes in its own process included (they carry no code-location
+origin), and its first tick can look back ALERT_LOOKBACK. Step retries send nothing: Dagster has
+no hook for them; they show in the run log as STEP_UP_FOR_RETRY events.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     DefaultSensorStatus,
-    RunFailureSensorContext,
     RunStatusChangeRecordsFilter,
+    SensorEvaluationContext,
+    SensorResult,
     get_dagster_logger,
-    run_failure_sensor,
+    sensor,
 )
 from pydantic import Field
 
@@ -40,8 +42,11 @@ RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"  # set on failure when run retries are enabled
 MAX_ERROR_CHARS = 2_000
 # On its first tick (a new instance, a new deployment, a reset cursor) the sensor alerts the runs
-# that failed within this window before it, instead of Dagster's default of "from now on".
+# that failed within this window before it, not only those that fail from then on.
 ALERT_LOOKBACK = dt.timedelta(hours=24)
+# Failures handled per tick, so a tick after a mass failure stays short; the rest wait for the
+# next one.
+ALERTS_PER_TICK = 50
 # Set on a failed run once its alert went out (or was logged): never alerted twice, even by a
 # first tick that looks back over it again.
 ALERTED_TAG = "regional_etl/alerted_at"
@@ -155,22 +160,24 @@ def alert_resources() -> dict[str, AlertWebhookResource]:
 
 
 def failure_payload(
-    context: RunFailureSensorContext, webhook: AlertWebhookResource
+    instance: DagsterInstance,
+    run: DagsterRun,
+    run_error: str,
+    webhook: AlertWebhookResource,
+    sensor_name: str,
 ) -> dict[str, Any]:
-    """The JSON notification for one failed run; `text` is its one-line headline."""
-    run = context.dagster_run
+    """The JSON notification for one failed run; `text` is its one-line headline. `run_error`
+    is the message of the run's RUN_FAILURE event."""
     tags = dict(run.tags)
     link = f"/runs/{run.run_id}"
     url = webhook.run_url(link)
     steps = [
         {"step_key": event.step_key, "error": _step_error(event)}
-        for event in context.get_step_failure_events()
+        for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        if (event := entry.dagster_event) is not None
     ]
-    run_error = context.failure_event.message or ""
     error = "; ".join(f"{s['step_key']}: {s['error']}" for s in steps) or run_error
-    failed = failed_asset_partitions(
-        context.instance, run, {s["step_key"] for s in steps if s["step_key"]}
-    )
+    failed = failed_asset_partitions(instance, run, {s["step_key"] for s in steps if s["step_key"]})
     assets = sorted(failed)
     partitions = sorted({p for keys in failed.values() for p in keys})
     backfill_id = tags.get(BACKFILL_TAG)
@@ -198,7 +205,7 @@ def failure_payload(
         "step_failures": steps,
         "link": link,
         "url": url,
-        "sensor": context.sensor_name,
+        "sensor": sensor_name,
         "sent_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 
@@ -288,7 +295,28 @@ def _step_error(event: DagsterEvent) -> str:
     return (error.message.strip() if error is not None else event.message or "")[:MAX_ERROR_CHARS]
 
 
-@run_failure_sensor(
+def send_alert(payload: dict[str, Any], webhook: AlertWebhookResource, log: Any) -> None:
+    """POST one run failure alert (or only log it without a URL) and say so in `log`."""
+    summary = f"run {payload['run_id']}: {payload['text']}" + (
+        " (Dagster will retry the run)" if payload["will_retry"] else ""
+    )
+    delivery = webhook.send(payload, log=log)
+    if delivery is None:
+        log.warning(f"Alert not sent ({settings.ALERT_WEBHOOK_URL.name} is unset): {summary}")
+    else:
+        log.info(
+            f"Alert sent to {delivery.url} (HTTP {delivery.status}, {delivery.attempts} "
+            f"attempt(s)): {summary}"
+        )
+
+
+def _storage_id(cursor: str | None) -> int | None:
+    """The cursor's storage id; None without one, or for one this sensor did not write (a reset
+    cursor, or the JSON cursor of the run failure sensor it replaced)."""
+    return int(cursor) if cursor and cursor.isdigit() else None
+
+
+@sensor(
     name="run_failure_alert",
     description=(
         "Posts a JSON alert (job, run id, partition, error, link to the run) to the webhook in "
@@ -297,66 +325,61 @@ def _step_error(event: DagsterEvent) -> str:
         "its first tick included; without it, only logs the alert."
     ),
     default_status=DefaultSensorStatus.RUNNING,
-    # Also the in-process runs of `regional-etl backfill`, which have no code-location origin.
-    monitor_all_code_locations=True,
     minimum_interval_seconds=settings.positive_int(settings.SENSOR_INTERVAL_SECONDS),
 )
 def run_failure_alert(
-    context: RunFailureSensorContext, alert_webhook: AlertWebhookResource
-) -> None:
-    """Alert on every failed run (on by default)."""
-    run = context.dagster_run
-    if run.tags.get(ALERTED_TAG):
-        context.log.info(f"run {run.run_id} was alerted at {run.tags[ALERTED_TAG]}: not again")
-        return
-    payload = failure_payload(context, alert_webhook)
-    summary = f"run {payload['run_id']}: {payload['text']}" + (
-        " (Dagster will retry the run)" if payload["will_retry"] else ""
-    )
-    delivery = alert_webhook.send(payload, log=context.log)
-    if delivery is None:
-        context.log.warning(
-            f"Alert not sent ({settings.ALERT_WEBHOOK_URL.name} is unset): {summary}"
+    context: SensorEvaluationContext, alert_webhook: AlertWebhookResource
+) -> SensorResult:
+    """Alert the run failures recorded after the cursor (a RUN_FAILURE event's storage id),
+    oldest first, at most ALERTS_PER_TICK; without a cursor, those of the last ALERT_LOOKBACK.
+    Raises `AlertDeliveryError` at the first alert the webhook does not take, so the tick fails
+    with the reason and the cursor stays before that run: the next tick tries it again, and the
+    runs alerted before it carry ALERTED_TAG and are not alerted twice."""
+    instance = context.instance
+    after = _storage_id(context.cursor)
+    if after is None:
+        # Where the window starts if nothing failed in it; read first, so a failure recorded
+        # while this tick runs has a later storage id and is not skipped.
+        newest = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, limit=1).records
+        after = newest[0].storage_id if newest else 0
+        since = dt.datetime.now(dt.UTC) - ALERT_LOOKBACK
+        records_filter = RunStatusChangeRecordsFilter(
+            event_type=DagsterEventType.RUN_FAILURE, after_timestamp=since.timestamp()
         )
     else:
-        context.log.info(
-            f"Alert sent to {delivery.url} (HTTP {delivery.status}, {delivery.attempts} "
-            f"attempt(s)): {summary}"
+        records_filter = RunStatusChangeRecordsFilter(
+            event_type=DagsterEventType.RUN_FAILURE, after_storage_id=after
         )
-    context.instance.add_run_tags(run.run_id, {ALERTED_TAG: payload["sent_at"]})
+    records = instance.fetch_run_status_changes(
+        records_filter, limit=ALERTS_PER_TICK, ascending=True
+    ).records
+    alerted = 0
+    for record in records:
+        entry = record.event_log_entry
+        run = instance.get_run_by_id(entry.run_id)
+        if run is None:
+            context.log.info(f"run {entry.run_id} failed and was deleted since: no alert")
+        elif run.tags.get(ALERTED_TAG):
+            context.log.info(f"run {run.run_id} was alerted at {run.tags[ALERTED_TAG]}: not again")
+        else:
+            event = entry.dagster_event
+            run_error = (event.message if event is not None else None) or entry.message
+            payload = failure_payload(instance, run, run_error, alert_webhook, context.sensor_name)
+            try:
+                send_alert(payload, alert_webhook, context.log)
+            except AlertDeliveryError as exc:
+                raise AlertDeliveryError(
+                    f"alert for run {run.run_id} not delivered, tried again next tick "
+                    f"({alerted} sent before it this tick): {exc}"
+                ) from exc
+            instance.add_run_tags(run.run_id, {ALERTED_TAG: payload["sent_at"]})
+            alerted += 1
+        after = record.storage_id
+    more = " (more next tick)" if len(records) == ALERTS_PER_TICK else ""
+    return SensorResult(
+        skip_reason=f"alerted {alerted} failed run(s){more}" if records else "no failed run",
+        cursor=str(after),
+    )
 
-
-def _look_back_on_first_tick(sensor: Any, lookback: dt.timedelta) -> None:
-    """Make `sensor` (a run status sensor) start `lookback` before its first tick.
-
-    Dagster 1.13 starts a run status sensor without a cursor at the latest run status event
-    ("Initiating ..."), so a run that failed before the first tick (runs of `regional-etl
-    backfill` on a new instance, a deployment after an outage) would never be alerted, and
-    there is no public way to give it a starting point. The cursor it expects,
-    `RunStatusSensorCursor`, is internal; test_alerts.py fails loudly if it moves.
-    """
-    from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
-
-    evaluate = sensor._evaluation_fn
-
-    def evaluation(context: Any) -> Any:
-        if context.cursor is None or not RunStatusSensorCursor.is_valid(context.cursor):
-            since = dt.datetime.now(dt.UTC) - lookback
-            older = context.instance.fetch_run_status_changes(
-                RunStatusChangeRecordsFilter(
-                    event_type=DagsterEventType.RUN_FAILURE, before_timestamp=since.timestamp()
-                ),
-                limit=1,
-            ).records
-            start = older[0].storage_id if older else -1
-            context.update_cursor(
-                RunStatusSensorCursor(record_id=start, record_timestamp=since.isoformat()).to_json()
-            )
-        return evaluate(context)
-
-    sensor._evaluation_fn = evaluation
-
-
-_look_back_on_first_tick(run_failure_alert, ALERT_LOOKBACK)
 
 ALERT_SENSORS = [run_failure_alert]

@@ -1,5 +1,5 @@
-"""The run failure sensor posts to a real local webhook receiver about real failed runs, evaluated
-tick by tick as the daemon does (cursor included)."""
+"""The run failure alert sensor posts to a real local webhook receiver about real failed runs,
+evaluated tick by tick as the daemon does (cursor included)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster import (
     AssetMaterialization,
     BackfillPolicy,
-    DagsterEventType,
     DagsterInstance,
     DagsterRun,
     Definitions,
     Failure,
+    SensorEvaluationContext,
     asset,
-    build_run_status_sensor_context,
     build_sensor_context,
     instance_for_test,
     materialize,
 )
-from dagster._core.instance.config import dagster_instance_config
 
-from regional_etl import settings
+from regional_etl import alerts, settings
 from regional_etl.alerts import (
     ALERT_SENSORS,
     ALERTED_TAG,
@@ -61,51 +60,33 @@ def failed_fx_run(
     return run
 
 
-def start_sensor(instance: DagsterInstance, webhook: AlertWebhookResource) -> str | None:
-    """The sensor's first tick, as the daemon runs it, on an instance with no failed run yet."""
-    result = run_failure_alert.evaluate_tick(
-        build_sensor_context(instance=instance, resources={"alert_webhook": webhook})
+def sensor_context(
+    instance: DagsterInstance, webhook: AlertWebhookResource, cursor: str | None = None
+) -> SensorEvaluationContext:
+    return build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        sensor_name=run_failure_alert.name,
+        resources={"alert_webhook": webhook},
     )
-    assert not result.dagster_run_reactions and result.cursor
+
+
+def start_sensor(instance: DagsterInstance, webhook: AlertWebhookResource) -> str:
+    """The sensor's first tick, as the daemon runs it, on an instance with no failed run yet."""
+    result = run_failure_alert.evaluate_tick(sensor_context(instance, webhook))
+    assert result.skip_message == "no failed run" and result.cursor
     return result.cursor
 
 
 def next_tick(instance: DagsterInstance, webhook: AlertWebhookResource, cursor: str | None):
     """One more tick from `cursor`: the sensor handles the run failures recorded since."""
-    return run_failure_alert.evaluate_tick(
-        build_sensor_context(instance=instance, cursor=cursor, resources={"alert_webhook": webhook})
-    )
-
-
-def test_sensor_context_api_also_alerts(
-    instance: DagsterInstance,
-    fx_server: FaultyFXServer,
-    make_resources: MakeResources,
-    webhook: WebhookReceiver,
-):
-    """`build_run_status_sensor_context`: the documented way to call the sensor on one run."""
-    run = failed_fx_run(instance, fx_server, make_resources)
-    (record,) = instance.get_records_for_run(
-        run_id=run.run_id, of_type=DagsterEventType.RUN_FAILURE
-    ).records
-    event = record.event_log_entry.dagster_event
-    assert event is not None
-    context = build_run_status_sensor_context(
-        sensor_name=run_failure_alert.name,
-        dagster_event=event,
-        dagster_instance=instance,
-        dagster_run=run,
-        resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
-    ).for_run_failure()
-    run_failure_alert(context)
-    (post,) = webhook.received
-    assert post["body"]["run_id"] == run.run_id
+    return run_failure_alert.evaluate_tick(sensor_context(instance, webhook, cursor))
 
 
 @pytest.fixture
 def instance_with_run_retries() -> Iterator[DagsterInstance]:
     """A test instance with the project's run retry settings (from dagster.yaml)."""
-    config, _ = dagster_instance_config(str(PROJECT))
+    config = yaml.safe_load((PROJECT / "dagster.yaml").read_text())
     with instance_for_test(overrides={"run_retries": config["run_retries"]}) as instance:
         yield instance
 
@@ -124,9 +105,7 @@ def test_a_failed_run_reaches_the_webhook(
     capfd.readouterr()
     tick = next_tick(instance, resource, cursor)
     logged = capfd.readouterr().err  # the sensor's log (its tick log under the daemon)
-    (reaction,) = tick.dagster_run_reactions or []
-    assert reaction.dagster_run is not None and reaction.dagster_run.run_id == run.run_id
-    assert reaction.error is None
+    assert tick.skip_message == "alerted 1 failed run(s)" and tick.cursor != cursor
 
     (post,) = webhook.received
     assert post["path"] == "/hooks/regional-etl?token=s3cret"
@@ -157,25 +136,36 @@ def test_a_failed_run_reaches_the_webhook(
     assert "s3cret" not in logged
 
     # The next tick starts after that run: one alert per failure.
-    assert not next_tick(instance, resource, tick.cursor).dagster_run_reactions
+    assert next_tick(instance, resource, tick.cursor).skip_message == "no failed run"
     assert len(webhook.received) == 1
     tagged = instance.get_run_by_id(run.run_id)
     assert tagged is not None and tagged.tags.get(ALERTED_TAG)
 
 
-def test_an_undeliverable_alert_fails_the_tick_with_the_reason(
+def test_an_undeliverable_alert_fails_the_tick_with_the_reason_and_goes_out_next_tick(
     instance: DagsterInstance,
     fx_server: FaultyFXServer,
     make_resources: MakeResources,
     webhook: WebhookReceiver,
 ):
+    """The tick fails at the alert the webhook refused, so the cursor stays before that run: the
+    next tick sends it, and not the alert of the run before it, which went out."""
     resource = AlertWebhookResource(url=webhook.url)
     cursor = start_sensor(instance, resource)
-    failed_fx_run(instance, fx_server, make_resources)
-    webhook.statuses.append(410)
-    (reaction,) = next_tick(instance, resource, cursor).dagster_run_reactions or []
-    assert reaction.error is not None and "HTTP 410" in reaction.error.to_string()
-    assert len(webhook.received) == 1
+    sent = failed_fx_run(instance, fx_server, make_resources)
+    refused = failed_fx_run(instance, fx_server, make_resources)
+    webhook.statuses.extend([200, 410])
+    with pytest.raises(AlertDeliveryError) as caught:  # the daemon shows it on the failed tick
+        next_tick(instance, resource, cursor)
+    reason = str(caught.value)
+    assert f"alert for run {refused.run_id} not delivered" in reason and "HTTP 410" in reason
+    assert [p["body"]["run_id"] for p in webhook.received] == [sent.run_id, refused.run_id]
+
+    retried = next_tick(instance, resource, cursor)  # a failed tick keeps its cursor
+    assert retried.skip_message == "alerted 1 failed run(s)"
+    assert [p["body"]["run_id"] for p in webhook.received][2:] == [refused.run_id]
+    assert next_tick(instance, resource, retried.cursor).skip_message == "no failed run"
+    assert len(webhook.received) == 3
 
 
 def test_delivery_is_retried_on_5xx_but_not_on_4xx(webhook: WebhookReceiver):
@@ -235,26 +225,49 @@ def test_a_run_that_failed_before_the_first_tick_is_alerted_once(
     make_resources: MakeResources,
     webhook: WebhookReceiver,
 ):
-    """Dagster's run failure sensor starts "from now" on its first tick: a backfill that failed
-    on a new instance before the daemon's first tick would never page anyone. This one looks
-    back ALERT_LOOKBACK, and a tag on the run keeps it to one alert, even when a reset cursor
-    looks back over it again. Evaluated as the code location loads it."""
+    """A backfill that failed on a new instance before the daemon's first tick must page
+    someone: the first tick looks back ALERT_LOOKBACK, and a tag on the run keeps it to one
+    alert, even when a reset cursor looks back over it again. Evaluated as the code location
+    loads it."""
     from regional_etl.definitions import defs
 
     sensor = defs.resolve_sensor_def("run_failure_alert")
-    resources = {"alert_webhook": AlertWebhookResource(url=webhook.url)}
+    resource = AlertWebhookResource(url=webhook.url)
     run = failed_fx_run(instance, fx_server, make_resources)
 
-    first = sensor.evaluate_tick(build_sensor_context(instance=instance, resources=resources))
-    (reaction,) = first.dagster_run_reactions or []
-    assert reaction.dagster_run is not None and reaction.dagster_run.run_id == run.run_id
+    first = sensor.evaluate_tick(sensor_context(instance, resource))
+    assert first.skip_message == "alerted 1 failed run(s)"
     assert [p["body"]["run_id"] for p in webhook.received] == [run.run_id]
 
-    again = build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
-    assert not sensor.evaluate_tick(again).dagster_run_reactions
-    restarted = build_sensor_context(instance=instance, resources=resources)  # cursor reset
-    sensor.evaluate_tick(restarted)
+    again = sensor.evaluate_tick(sensor_context(instance, resource, first.cursor))
+    assert again.skip_message == "no failed run"
+    restarted = sensor.evaluate_tick(sensor_context(instance, resource))  # cursor reset
+    assert restarted.skip_message == "alerted 0 failed run(s)"
+    assert restarted.cursor == first.cursor
+    # The cursor of the `run_failure_sensor` this sensor replaced also starts a look back.
+    replaced = '{"__class__": "RunStatusSensorCursor", "record_id": -1, "update_timestamp": null}'
+    upgraded = sensor.evaluate_tick(sensor_context(instance, resource, replaced))
+    assert upgraded.cursor == first.cursor
     assert len(webhook.received) == 1
+
+
+def test_a_tick_alerts_at_most_its_batch_and_the_next_tick_the_rest(
+    instance: DagsterInstance,
+    fx_server: FaultyFXServer,
+    make_resources: MakeResources,
+    webhook: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(alerts, "ALERTS_PER_TICK", 1)
+    resource = AlertWebhookResource(url=webhook.url)
+    cursor = start_sensor(instance, resource)
+    runs = [failed_fx_run(instance, fx_server, make_resources) for _ in range(2)]
+    first = next_tick(instance, resource, cursor)
+    assert first.skip_message == "alerted 1 failed run(s) (more next tick)"
+    second = next_tick(instance, resource, first.cursor)
+    assert second.skip_message == "alerted 1 failed run(s) (more next tick)"
+    assert next_tick(instance, resource, second.cursor).skip_message == "no failed run"
+    assert [p["body"]["run_id"] for p in webhook.received] == [r.run_id for r in runs]
 
 
 def test_an_fx_outage_alert_says_the_step_gave_up_after_its_retries(
