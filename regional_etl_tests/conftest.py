@@ -26,13 +26,12 @@ from regional_etl_tests.procs import SESSION_MARKER, marked_processes
 
 # Tiny partitions: two shuffle partitions are plenty and keep task scheduling cheap.
 TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2"}
-# The JVMs the suite starts live minutes and work on tiny tables: the C1 compiler alone and the
-# serial collector spend far less CPU compiling and collecting than the product's long-lived
-# server settings would, and the suite is CPU-bound on 2 cores (test_pipeline.py alone: 11%
-# less server CPU). The product's settings are unchanged; a developer's REGIONAL_ETL_SPARK_CONF
-# wins.
+# The servers a test starts for itself (to kill them, or to watch them start and stop) live a
+# minute or two: the C1 compiler alone and the serial collector spend far less CPU compiling and
+# collecting than the product's settings would. Not for the shared server, which does the
+# suite's work for its whole length: C1's slower code cost more than the compiling it saved.
 SMALL_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-TEST_SERVER_CONF = f"spark.driver.extraJavaOptions={SMALL_JVM}"
+SHORT_LIVED_SERVER_CONF = f"spark.driver.extraJavaOptions={SMALL_JVM}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,8 +64,6 @@ SERVER_WAS_RUNNING = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Read by every server this session's processes start: the shared one, and the tests' own.
-    os.environ.setdefault("REGIONAL_ETL_SPARK_CONF", TEST_SERVER_CONF)
     if not hasattr(config, "workerinput"):
         config.stash[SERVER_WAS_RUNNING] = spark_server.read_state() is not None
 

@@ -17,6 +17,7 @@ from dagster import Failure
 
 from regional_etl import spark_server
 from regional_etl.resources.spark import SparkResource
+from regional_etl_tests.conftest import SHORT_LIVED_SERVER_CONF
 from regional_etl_tests.procs import process_groups
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,7 @@ def own_server_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("REGIONAL_ETL_SPARK_STATE_DIR", str(directory))
     monkeypatch.setenv("REGIONAL_ETL_SPARK_IDLE_MINUTES", "0.5")
     monkeypatch.setenv("REGIONAL_ETL_SPARK_DRIVER_MEMORY", "512m")
+    monkeypatch.setenv("REGIONAL_ETL_SPARK_CONF", SHORT_LIVED_SERVER_CONF)
     yield directory
     state = spark_server.stop()
     if state is not None:

@@ -40,7 +40,7 @@ from regional_etl.backfill import run_backfill
 from regional_etl.contract import REGIONS
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
-from regional_etl_tests.conftest import Pipeline, build_pipeline
+from regional_etl_tests.conftest import SHORT_LIVED_SERVER_CONF, Pipeline, build_pipeline
 from regional_etl_tests.e2e_support import dagster_daemon, product_env, wait_for
 from regional_etl_tests.procs import process_groups
 from regional_etl_tests.reliability.conftest import judge, launcher_argv, launcher_env
@@ -242,6 +242,7 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
         REGIONAL_ETL_SPARK_STATE_DIR=str(state),
         REGIONAL_ETL_SPARK_DRIVER_MEMORY="768m",
         REGIONAL_ETL_SPARK_IDLE_MINUTES="2",
+        REGIONAL_ETL_SPARK_CONF=SHORT_LIVED_SERVER_CONF,
         REGIONAL_ETL_LANDING_STEP_RETRY_DELAY_SECONDS="0.5",
     )
     table = landed.warehouse / name
