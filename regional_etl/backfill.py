@@ -137,11 +137,17 @@ class BackfillReport:
         return sum(1 for o in self.outcomes.values() if o.status == status)
 
 
-def date_range(start: str, end: str) -> list[str]:
-    first = dt.date.fromisoformat(validate_date(start))
-    last = dt.date.fromisoformat(validate_date(end))
+def date_range(start: str, end: str, names: tuple[str, str] = ("--start", "--end")) -> list[str]:
+    """Every date from `start` to `end`, both included; errors name the fields as the caller's
+    user typed them (`names`: the CLI's flags by default, a run config's fields in the UI)."""
+    first_name, last_name = names
+    try:
+        first = dt.date.fromisoformat(validate_date(start))
+        last = dt.date.fromisoformat(validate_date(end))
+    except ValueError as exc:
+        raise ValueError(f"{first_name} / {last_name}: {exc}") from None
     if last < first:
-        raise ValueError(f"--end {end} is before --start {start}")
+        raise ValueError(f"{last_name} {end} is before {first_name} {start}")
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 

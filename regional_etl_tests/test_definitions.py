@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, Definitions, MultiPartitionsDefinition, validate_run_config
 
 from regional_etl.definitions import defs
@@ -159,3 +160,25 @@ def test_the_green_location_loads_beside_blue_with_its_own_keys() -> None:
     # A release is built by a backfill of its range: no sensor or schedule starts green runs.
     assert not list(green.sensors or []) and not list(green.schedules or [])
     assert {"promote_release", "rollback_release"} <= {j.name for j in green.resolve_all_job_defs()}
+
+
+def test_the_release_diff_config_the_docs_give_is_what_dagster_accepts() -> None:
+    """docs/releases.md's run config for the diff, pasted into the launchpad as it stands; a range
+    ending before it starts names the config fields the user typed, not CLI flags."""
+    import re
+
+    import yaml
+
+    from regional_etl.backfill import date_range
+    from regional_etl.definitions_green import defs as green
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "releases.md").read_text()
+    (snippet,) = re.findall(r"`(ops: \{release_diff: .*?\}\}\})`", docs)
+    job = green.get_repository_def().get_implicit_job_def_for_assets(
+        [AssetKey(["green", "release_diff"])]
+    )
+    assert job is not None
+    assert validate_run_config(job, yaml.safe_load(snippet)), snippet
+    names = ("config start", "config end")
+    with pytest.raises(ValueError, match="config end 2024-03-01 is before config start 2024-03-30"):
+        date_range("2024-03-30", "2024-03-01", names=names)

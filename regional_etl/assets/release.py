@@ -45,7 +45,10 @@ def release_diff(
     table and (date, region) rows, keys only on one side, keys whose values differ (per
     column), and the revenue difference per (date, region). Also written as
     `_release_diff.json` in the namespace; `promote_release` promotes what it describes."""
-    dates = date_range(config.start, config.end)
+    try:
+        dates = date_range(config.start, config.end, names=("config start", "config end"))
+    except ValueError as exc:
+        raise Failure(description=f"release_diff: {exc}", allow_retries=False) from None
     if release.live(warehouse).namespace == warehouse.namespace:
         raise Failure(
             description=f"{warehouse.namespace} is live: diff a release from its own location",
