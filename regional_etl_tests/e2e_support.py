@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regional_etl.backfill import STATUS
 from regional_etl_tests.procs import process_stats
 
 T = TypeVar("T")
@@ -305,27 +306,9 @@ def dagster_daemon(
             print(f"dagster-daemon: pids {survivors} outlived SIGTERM and were killed")
 
 
-BACKFILL_QUERY = """
-query ($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill {
-      status
-      assetBackfillData {
-        assetBackfillStatuses {
-          ... on AssetPartitionsStatusCounts {
-            assetKey { path }
-            numPartitionsTargeted
-            numPartitionsMaterialized
-            numPartitionsFailed
-          }
-        }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
+# The backfill's status as the CLI reads it (regional_etl.backfill.STATUS): the same query the
+# webserver answers for the UI's Backfills page.
+BACKFILL_QUERY = STATUS
 
 
 def backfill_counts(backfill: dict[str, Any]) -> dict[str, tuple[int, int, int]]:

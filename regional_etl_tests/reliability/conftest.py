@@ -34,12 +34,18 @@ KEYS = {
 }
 
 
-def table_rows(spark: Any, warehouse: Path, name: str) -> list[dict[str, Any]]:
-    """Every row of a table without its run id (which differs by design between re-runs)."""
+def _frame(spark: Any, warehouse: Path, name: str) -> Any | None:
     path = warehouse / name
     if not (path / "_delta_log").exists():
+        return None
+    return spark.read.format("delta").load(str(path))
+
+
+def table_rows(spark: Any, warehouse: Path, name: str) -> list[dict[str, Any]]:
+    """Every row of a table without its run id (which differs by design between re-runs)."""
+    frame = _frame(spark, warehouse, name)
+    if frame is None:
         return []
-    frame = spark.read.format("delta").load(str(path))
     keep = [c for c in frame.columns if c != "run_id"]
     return [r.asDict() for r in frame.select(keep).collect()]
 
@@ -52,13 +58,6 @@ def checksum(rows: list[dict[str, Any]]) -> str:
 
 def checksums(spark: Any, warehouse: Path) -> dict[str, str]:
     return {t: checksum(table_rows(spark, warehouse, t)) for t in TABLES}
-
-
-def _frame(spark: Any, warehouse: Path, name: str) -> Any | None:
-    path = warehouse / name
-    if not (path / "_delta_log").exists():
-        return None
-    return spark.read.format("delta").load(str(path))
 
 
 def duplicate_keys(spark: Any, warehouse: Path) -> int:
