@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dagster import MetadataValue, TableColumn, TableColumnConstraints, TableSchema
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableSchema,
+)
 
 from regional_etl.contract import Table, partition_columns, schema
 
@@ -53,10 +60,43 @@ def definition_metadata(table: Table) -> dict[str, Any]:
     }
 
 
-def table_rows(spark: SparkSession, write: WriteResult) -> int:
+def table_rows(
+    instance: DagsterInstance, asset_key: AssetKey, spark: SparkSession, write: WriteResult
+) -> int:
     """Rows of the whole table as of the run's own commit: a concurrent run's later commit does
-    not count. Delta answers a plain count from the statistics in its log, without a scan."""
+    not count.
+
+    When the commit right before ours is the one the asset's latest materialization recorded
+    (same table, same run), its row count plus the rows our commit wrote minus the rows it
+    replaced (Delta's commit metrics) is exact and needs no Spark job. Otherwise (the first
+    write, another writer in between, a run that committed and died before recording) Delta
+    counts the rows from the statistics in its log, which builds the table's state at that
+    version: a job per table, the dearest metadata read of a run.
+    """
+    previous = _recorded_rows(instance, asset_key, write)
+    if previous is not None and write.rows_removed is not None:
+        return previous - write.rows_removed + write.rows
     return spark.read.format("delta").option("versionAsOf", write.version).load(write.path).count()
+
+
+def _recorded_rows(
+    instance: DagsterInstance, asset_key: AssetKey, write: WriteResult
+) -> int | None:
+    """The table's rows at the commit before `write`, if the asset's latest materialization
+    recorded exactly that commit of exactly this table."""
+    if write.previous_run_id is None:
+        return None
+    event = instance.get_latest_materialization_event(asset_key)
+    materialization = event.asset_materialization if event is not None else None
+    if event is None or materialization is None or event.run_id != write.previous_run_id:
+        return None
+    metadata = materialization.metadata
+    version, rows, uri = (metadata.get(k) for k in ("delta_version", ROW_COUNT, URI))
+    if version is None or rows is None or uri is None:
+        return None
+    if version.value != write.version - 1 or uri.value != write.path:
+        return None
+    return int(rows.value)  # type: ignore[arg-type]
 
 
 def materialization_metadata(

@@ -88,12 +88,15 @@ def run_silver(
     run_id: str,
     gates: QualityGateResource,
     after_step: Callable[[str], None] = lambda step: None,
+    sized: Callable[[int], object] = lambda lines: None,
 ) -> SilverRun:
     """Classify, convert and gate the bronze lines of `partitions`, then publish them:
     write-audit-publish, so a partition that fails a blocking gate has its silver/orders partition
     emptied and only its line-level rejects written. `bronze` is `read_bronze(...)`, pinned to
     one version. `after_step` is called with each step's name as it ends (the profile times
-    them). `MissingFXRatesError` before any write if a date has no FX rates.
+    them). `sized` is called with the run's landing lines before the classifying job (the asset
+    chooses its session's evaluation mode by them). `MissingFXRatesError` before any write if a
+    date has no FX rates.
 
     Why every table is read pinned (`read_pinned`) and the cached frame carries the run id
     (`silver_frames`): the gate pass and the two writes are three actions, and Spark Connect
@@ -108,6 +111,8 @@ def run_silver(
     from pyspark import StorageLevel
 
     spark = bronze.sparkSession
+    landing = snapshot_landing_lines(warehouse.landing(), _files_of(bronze), partitions)
+    sized(sum(n for n in landing.values() if n > 0))
     dates = sorted({p.order_date for p in partitions})
     fx = read_pinned(spark, warehouse.table(Table.FX_RATES)).where(daily_predicate(dates))
     have_fx = {str(r.order_date) for r in fx.select("order_date").distinct().collect()}
@@ -119,7 +124,6 @@ def run_silver(
     frames.lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         gate_stats = frames.gate_stats.collect()
-        landing = snapshot_landing_lines(warehouse.landing(), _files_of(frames.lines), partitions)
         stats = _partition_stats(gate_stats, partitions, landing)
         problems = schema_problems(frames.orders.schema, schema(Table.ORDERS))
         verdicts = {p: orders_verdicts(stats[p], problems, gates) for p in partitions}
@@ -183,7 +187,8 @@ def snapshot_landing_lines(
 
 
 def _files_of(lines: DataFrame) -> dict[DateRegion, set[str]]:
-    """The landing files each partition's lines come from."""
+    """The landing files each partition's lines come from (partition columns and one string
+    column: Parquet reads little of bronze)."""
     files: dict[DateRegion, set[str]] = {}
     for r in lines.select("order_date", "region", "source_file").distinct().collect():
         files.setdefault(DateRegion(str(r["order_date"]), r["region"]), set()).add(r["source_file"])

@@ -124,7 +124,7 @@ def _ingest(
             [d for s in scans.values() for d in s.defects],
         )
         result = write_bronze(lines, warehouse, sorted(scans), context.run.run_id)
-        table_rows = catalog.table_rows(session, result)
+        table_rows = catalog.table_rows(context.instance, context.asset_key, session, result)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.
         raise Failure(

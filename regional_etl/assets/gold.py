@@ -117,7 +117,7 @@ def daily_revenue(
                 .collect()
             )
             written_by_date = _by_date_and_region(written, complete)
-            table_rows = catalog.table_rows(session, result)
+            table_rows = catalog.table_rows(context.instance, context.asset_key, session, result)
             for d in complete:
                 yield AssetMaterialization(
                     context.asset_key,

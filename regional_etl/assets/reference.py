@@ -135,7 +135,7 @@ def _materialize_fx_rates(
                 daily_predicate(published),
                 context.run.run_id,
             )
-            table_rows = catalog.table_rows(session, result)
+            table_rows = catalog.table_rows(context.instance, context.asset_key, session, result)
         metadata = {
             **result.metadata(),
             # Every date has one row per currency, so the count is right for each date of a range.

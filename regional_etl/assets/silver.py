@@ -78,12 +78,26 @@ def orders(
     try:
         with spark.connection_errors():
             bronze = read_bronze(spark.spark_session, warehouse, partitions)
-            # The size of the step, for the session's settings: the pinned version's row count
-            # reads Parquet footers only (the gates count the landing lines themselves).
-            session = spark.session_for(bronze.count())
-            run = run_silver(bronze, warehouse, partitions, context.run.run_id, quality_gates)
-            orders_rows = catalog.table_rows(session, run.orders)
-            quarantine_rows = catalog.table_rows(session, run.quarantine)
+            # The session's evaluation mode follows the size of the step: its landing lines,
+            # which the reconciliation gate counts anyway.
+            run = run_silver(
+                bronze,
+                warehouse,
+                partitions,
+                context.run.run_id,
+                quality_gates,
+                sized=spark.session_for,
+            )
+            session = spark.spark_session
+            orders_rows = catalog.table_rows(
+                context.instance, step_asset_key(context, "orders"), session, run.orders
+            )
+            quarantine_rows = catalog.table_rows(
+                context.instance,
+                step_asset_key(context, "orders_quarantine"),
+                session,
+                run.quarantine,
+            )
     except MissingFXRatesError as exc:
         raise Failure(
             description=f"{exc}: materialize fx_rates first "

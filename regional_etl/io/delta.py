@@ -47,6 +47,10 @@ class WriteResult:
     version: int
     rows: int
     files_added: int
+    # Rows the commit removed (Delta's `numDeletedRows`); None when Delta did not record it.
+    rows_removed: int | None = None
+    # The run (`userMetadata`) of the commit right before this one; None if unknown.
+    previous_run_id: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         from dagster import MetadataValue
@@ -183,22 +187,23 @@ def commit_of(spark: SparkSession, path: str, run_id: str) -> WriteResult:
 
     Replacing nothing with nothing (an empty quarantine, say) commits nothing: then the result
     is the table's current version, with no rows and no files. Only the newest RECENT_COMMITS
-    commits are looked at.
+    commits are looked at, in one round trip.
     """
-    from pyspark.sql import functions as F
-
-    commits = history(spark, path, RECENT_COMMITS)
-    own = commits.where(F.col("userMetadata") == run_id)
-    [commit] = own.orderBy(F.col("version").desc()).limit(1).collect() or [None]
-    if commit is None:
-        [latest] = commits.limit(1).collect()
-        return WriteResult(path=path, version=int(latest["version"]), rows=0, files_added=0)
-    metrics = commit["operationMetrics"] or {}
+    commits = {int(c["version"]): c for c in history(spark, path, RECENT_COMMITS).collect()}
+    own = [v for v, c in commits.items() if c["userMetadata"] == run_id]
+    if not own:
+        return WriteResult(path=path, version=max(commits), rows=0, files_added=0)
+    version = max(own)
+    metrics = commits[version]["operationMetrics"] or {}
+    previous = commits.get(version - 1)
+    removed = metrics.get("numDeletedRows")
     return WriteResult(
         path=path,
-        version=int(commit["version"]),
+        version=version,
         rows=int(metrics.get("numOutputRows", 0)),
         files_added=int(metrics.get("numFiles", metrics.get("numAddedFiles", 0))),
+        rows_removed=None if removed is None else int(removed),
+        previous_run_id=previous["userMetadata"] if previous is not None else None,
     )
 
 
