@@ -51,6 +51,7 @@ def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_s
     small = resource.session_for(1_000)
     assert small.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
     assert small.conf.get("spark.sql.codegen.wholeStage") == "false"
+    assert small.conf.get("spark.sql.adaptive.enabled") == "false"
     query = "SELECT sum(id * 3) AS s, count(DISTINCT id % 7) AS d FROM range(100) WHERE id > 9"
     interpreted = small.sql(query).collect()
 
@@ -58,6 +59,7 @@ def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_s
     assert large is small
     assert large.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
     assert large.conf.get("spark.sql.codegen.wholeStage") == "true"
+    assert large.conf.get("spark.sql.adaptive.enabled") == "true"
     assert large.sql(query).collect() == interpreted == [(14715, 7)]
     large.stop()
 
