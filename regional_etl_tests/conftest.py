@@ -84,9 +84,10 @@ def spark_server_state() -> spark_server.ServerState:
 
 @pytest.fixture(scope="session")
 def spark(spark_server_state: spark_server.ServerState) -> Iterator[Any]:
-    """The test session's own Spark Connect session (every SparkResource opens its own)."""
+    """The test session's own Spark Connect session (every SparkResource opens its own), set
+    up as the product sets up a small step: the tests read and judge a few thousand rows."""
     resource = SparkResource(session_config=TEST_SPARK_CONF)
-    session = resource.spark_session
+    session = resource.session_for(0)
     yield session
     session.stop()
 
