@@ -47,6 +47,7 @@ class Sizes:
     scale_factors: tuple[int, ...]
     load_repeats: int
     concurrent_runs: int  # regional runs of one date launched at once (4b)
+    bare_regions: int  # regions (c) and (c') process, the contract's first ones
     # A smoke run (quick mode) measures nothing, so it takes two short cuts that keep every code
     # path running: the classic-path workers ((a0), (c), (c'), the gate) use the warm Connect
     # server instead of a cold JVM of their own (a minute each on 2 cores), and the sections run
@@ -75,9 +76,11 @@ FULL = Sizes(
     scale_factors=(1, 2, 4),
     load_repeats=5,
     concurrent_runs=4,
+    bare_regions=4,
 )
 # A smoke run of every section (what CI runs): each path once, at the smallest sizes that still
-# exercise it (two files per drop, anomalies, two scaling points, two concurrent runs).
+# exercise it (two files per drop, anomalies, two scaling points, two concurrent runs, one region
+# for the bare script).
 QUICK = Sizes(
     name="quick",
     start="2024-03-01",
@@ -93,6 +96,9 @@ QUICK = Sizes(
     scale_factors=(1, 2),
     load_repeats=1,
     concurrent_runs=2,
+    # The bare script's loop over regions runs its code once per region: one is enough to smoke
+    # it, where four cost the server a minute of CPU.
+    bare_regions=1,
     smoke=True,
 )
 # Set for every worker of a smoke run: `classic_spark.start_session` then opens a session of the

@@ -124,7 +124,10 @@ def run_backfill_b(
 def run_bare_c(
     work: Path, name: str, landing: Path, sizes: Sizes, fx_url: str, optimized: bool
 ) -> dict[str, Any]:
-    """(c): the bare PySpark script in a fresh process; `optimized` applies the proposals."""
+    """(c): the bare PySpark script in a fresh process, on the first `sizes.bare_regions`
+    regions; `optimized` applies the proposals."""
+    from regional_etl.contract import REGIONS
+
     home = dagster_home(work / f"home-{name}")  # unused by the script; keeps the env identical
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, 1)
@@ -138,6 +141,8 @@ def run_bare_c(
         sizes.start,
         "--end",
         end_date(sizes),
+        "--regions",
+        ",".join(REGIONS[: sizes.bare_regions]),
         *(["--optimized"] if optimized else []),
     )
     before = os.getloadavg()
