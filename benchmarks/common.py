@@ -48,10 +48,11 @@ class Sizes:
     load_repeats: int
     concurrent_runs: int  # regional runs of one date launched at once (4b)
     bare_regions: int  # regions (c) and (c') process, the contract's first ones
-    # A smoke run (quick mode) measures nothing, so it takes two short cuts that keep every code
+    # A smoke run (quick mode) measures nothing, so it takes short cuts that keep every code
     # path running: the classic-path workers ((a0), (c), (c'), the gate) use the warm Connect
-    # server instead of a cold JVM of their own (a minute each on 2 cores), and the sections run
-    # in three lanes instead of one after the other: (u), which mostly waits for the backfill
+    # server instead of a cold JVM of their own (a minute each on 2 cores); nothing is warmed up
+    # before its one timing (the load's validate, the gate's rounds); and the sections run in
+    # three lanes instead of one after the other: (u), which mostly waits for the backfill
     # daemon's fixed 30-second iterations; (a) with the gate; the rest.
     smoke: bool = False
 
