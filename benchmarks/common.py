@@ -52,8 +52,8 @@ class Sizes:
     # path running: the classic-path workers ((a0), (c), (c'), the gate) use the warm Connect
     # server instead of a cold JVM of their own (a minute each on 2 cores); nothing is warmed up
     # before its one timing (the load's validate, the gate's rounds); and the sections run in
-    # three lanes instead of one after the other: (u), which mostly waits for the backfill
-    # daemon's fixed 30-second iterations; (a) with the gate; the rest.
+    # four lanes instead of one after the other: (u), which mostly waits for the backfill
+    # daemon's iterations; (a); the gate then the load; (b), (c), (c') and scaling.
     smoke: bool = False
 
     @property
