@@ -47,11 +47,13 @@ class Sizes:
     scale_factors: tuple[int, ...]
     load_repeats: int
     concurrent_runs: int  # regional runs of one date launched at once (4b)
-    # A smoke run (quick mode) measures nothing, so it takes two short cuts that keep every code
+    bare_regions: int  # regions (c) and (c') process, the contract's first ones
+    # A smoke run (quick mode) measures nothing, so it takes short cuts that keep every code
     # path running: the classic-path workers ((a0), (c), (c'), the gate) use the warm Connect
-    # server instead of a cold JVM of their own (a minute each on 2 cores), and the sections run
-    # in three lanes instead of one after the other: (u), which mostly waits for the backfill
-    # daemon's fixed 30-second iterations; (a) with the gate; the rest.
+    # server instead of a cold JVM of their own (a minute each on 2 cores); nothing is warmed up
+    # before its one timing (the load's validate, the gate's rounds); and the sections run in
+    # four lanes instead of one after the other: (u), which mostly waits for the backfill
+    # daemon's iterations; (a); the gate then the load; (b), (c), (c') and scaling.
     smoke: bool = False
 
     @property
@@ -75,9 +77,11 @@ FULL = Sizes(
     scale_factors=(1, 2, 4),
     load_repeats=5,
     concurrent_runs=4,
+    bare_regions=4,
 )
 # A smoke run of every section (what CI runs): each path once, at the smallest sizes that still
-# exercise it (two files per drop, anomalies, two scaling points, two concurrent runs).
+# exercise it (two files per drop, anomalies, two scaling points, two concurrent runs, one region
+# for the bare script).
 QUICK = Sizes(
     name="quick",
     start="2024-03-01",
@@ -93,6 +97,9 @@ QUICK = Sizes(
     scale_factors=(1, 2),
     load_repeats=1,
     concurrent_runs=2,
+    # The bare script's loop over regions runs its code once per region: one is enough to smoke
+    # it, where four cost the server a minute of CPU.
+    bare_regions=1,
     smoke=True,
 )
 # Set for every worker of a smoke run: `classic_spark.start_session` then opens a session of the

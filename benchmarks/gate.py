@@ -17,7 +17,7 @@ they measure only the gate work and share the machine's noise:
 It also measures the gate as the pipeline pays it: as the first action on the persisted frame
 (the one that fills the cache), against a `count()` that fills the cache the same way.
 
-    python -m benchmarks.gate --landing L --date D --region R --repeats N
+    python -m benchmarks.gate --landing L --date D --region R --repeats N [--no-warm-up]
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="no unmeasured warm-up rounds: a smoke run, whose timings mean nothing",
+    )
     args = parser.parse_args(argv)
 
     from pyspark import StorageLevel
@@ -168,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         "gate_one_pass": lambda df: gate_stats(df).collect(),
     }
     # Round 0 warms the JVM up (class loading, code generation) and is not kept.
-    for round_number in range(max(1, args.repeats // 2) + 1):
+    warm_up = 1 if args.warm_up else 0
+    for round_number in range(max(1, args.repeats // 2) + warm_up):
         for name, fn in first_action_fns.items():
             df = fresh()
             started = time.perf_counter()
             fn(df)
-            if round_number:
+            if round_number >= warm_up:
                 first_action[name].append(time.perf_counter() - started)
             df.unpersist(blocking=True)
 
@@ -188,13 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         "scan_per_check": lambda: scan_per_check(converted),
     }
     # One warm-up round (JIT, code generation), then round-robin so the noise is shared.
-    answers = {name: fn() for name, fn in variants.items()}
+    answers: dict[str, object] = (
+        {name: fn() for name, fn in variants.items()} if args.warm_up else {}
+    )
     timings: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():
             started = time.perf_counter()
-            fn()
+            answer = fn()
             timings[name].append(time.perf_counter() - started)
+            answers.setdefault(name, answer)  # with no warm-up round, the first timed one
 
     # Every exact variant must agree with the package's gate, or its timing means nothing.
     reference = _as_stats(answers["gate_one_pass"])  # type: ignore[arg-type]

@@ -40,11 +40,12 @@ print("BENCH_RESULT " + json.dumps({{"s": round(time.perf_counter() - started, 3
 """
 
 
-def measure(repeats: int, env: dict[str, str], logs: Path) -> dict[str, Any]:
+def measure(repeats: int, env: dict[str, str], logs: Path, warm_up: bool = True) -> dict[str, Any]:
     validate = [dagster_cli(), "definitions", "validate", "-m", "regional_etl.definitions"]
-    # Unmeasured warm-up: the first run on a fresh DAGSTER_HOME creates its SQLite schema, and
-    # the first import after generating gigabytes of input may read .pyc files from disk.
-    run_measured(validate, env, logs / "validate-warmup.log", cwd=PROJECT)
+    if warm_up:
+        # Unmeasured: the first run on a fresh DAGSTER_HOME creates its SQLite schema, and the
+        # first import after generating gigabytes of input may read .pyc files from disk.
+        run_measured(validate, env, logs / "validate-warmup.log", cwd=PROJECT)
     # Alternate with the same command on an empty code location (what the Dagster CLI costs by
     # itself), so that both see the same moments of a shared machine.
     runs, floor = [], []

@@ -198,11 +198,13 @@ def format_report(results: dict[str, Any]) -> str:
         f"{s['lines']:,} landing lines",
     ]
     if sizes.get("smoke"):
+        regions = sizes.get("bare_regions", 4)
         out.append(
             "SMOKE RUN: every section once at tiny sizes, to show that it runs; no number here "
             "means anything. The classic-path rows ((a0), (c), (c'), the gate) ran on the warm "
-            "Connect server instead of a JVM of their own, and (u), (a) with the gate, and the "
-            "other sections ran side by side."
+            "Connect server instead of a JVM of their own; (u), (a), the gate then the code "
+            "location load ran beside (b), (c), (c') and scaling"
+            + (f"; (c) and (c') processed {regions} of the 4 regions." if regions < 4 else ".")
         )
     backfill, a = results.get("backfill"), results.get("per_partition")
     if backfill or a:

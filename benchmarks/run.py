@@ -124,7 +124,10 @@ def run_backfill_b(
 def run_bare_c(
     work: Path, name: str, landing: Path, sizes: Sizes, fx_url: str, optimized: bool
 ) -> dict[str, Any]:
-    """(c): the bare PySpark script in a fresh process; `optimized` applies the proposals."""
+    """(c): the bare PySpark script in a fresh process, on the first `sizes.bare_regions`
+    regions; `optimized` applies the proposals."""
+    from regional_etl.contract import REGIONS
+
     home = dagster_home(work / f"home-{name}")  # unused by the script; keeps the env identical
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, 1)
@@ -138,6 +141,8 @@ def run_bare_c(
         sizes.start,
         "--end",
         end_date(sizes),
+        "--regions",
+        ",".join(REGIONS[: sizes.bare_regions]),
         *(["--optimized"] if optimized else []),
     )
     before = os.getloadavg()
@@ -176,6 +181,7 @@ def run_gate(work: Path, sizes: Sizes, fx_url: str) -> dict[str, Any]:
         "eu-west",
         "--repeats",
         str(sizes.gate_repeats),
+        *(["--no-warm-up"] if sizes.smoke else []),
     )
     before = os.getloadavg()
     measured = run_measured(argv, env, work / "logs" / "gate.log", cwd=PROJECT)
@@ -261,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     dates = date_range(sizes.start, end_date(sizes))
 
     def say(line: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+        # One write per line: the smoke run's lanes say things at the same moment.
+        sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+        sys.stdout.flush()
 
     # Every Dagster run of the product is a Spark Connect client: warm the local server first,
     # so no timed run pays its start. It is shared: stopped at the end only if this started it
@@ -278,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Spark Connect server {'already running' if was_running else 'started'} at "
         f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
     )
-    # A smoke run's sections beside the others: (u) in a thread stopped with the benchmark, (a)
-    # and the gate in another that ends with its short runs.
-    beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside")
+    # A smoke run's sections beside the backfill and scaling sections (this thread): (u) in a
+    # thread stopped with the benchmark, (a) in another, the gate then the load in a third.
+    beside = ThreadPoolExecutor(max_workers=3, thread_name_prefix="beside")
     stop_beside = threading.Event()
     try:
         # One FX service for every process.
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_backfill_b(work, "warm", warm_landing, warm, warm.rows, fx.url, server.jvm_pid)
                 results["spark_server"]["warmed_s"] = round(time.perf_counter() - warming, 3)
 
-            def runs_and_gate() -> None:
+            def per_partition_section() -> None:
                 if "per_partition" in sections:
                     sample_dates = dates[: sizes.per_partition_dates]
                     sample_regions = list(REGIONS[: sizes.per_partition_regions])
@@ -365,18 +373,29 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     results["per_partition"] = pp
 
+            def gate_section() -> None:
                 if "gate" in sections:
                     say(f"quality gate on {sizes.gate_rows} rows")
                     results["gate"] = run_gate(work, sizes, fx.url)
 
-            # A smoke run: (a) and the gate beside (b), (c), (c') and scaling (and (u)); they
-            # write to warehouses and instances of their own.
-            side = beside.submit(runs_and_gate) if sizes.smoke else None
+            def load_section() -> None:
+                if "load" in sections:
+                    say("code location load (dagster definitions validate)")
+                    env = pipeline_env(dagster_home(work / "home-load"), landing, work, fx.url, 1)
+                    # A smoke run times nothing: no warm-up for the one timing it takes.
+                    results["load"] = load.measure(
+                        sizes.load_repeats, env, work / "logs", warm_up=not sizes.smoke
+                    )
 
-            if "load" in sections:
-                say("code location load (dagster definitions validate)")
-                env = pipeline_env(dagster_home(work / "home-load"), landing, work, fx.url, 1)
-                results["load"] = load.measure(sizes.load_repeats, env, work / "logs")
+            # A smoke run: (a), the gate and the load beside (b), (c), (c') and scaling (and
+            # (u)); they write to warehouses and instances of their own.
+            side = (
+                [beside.submit(f) for f in (per_partition_section, gate_section, load_section)]
+                if sizes.smoke
+                else []
+            )
+            if not sizes.smoke:
+                load_section()
 
             if "backfill" in sections:
                 # Other people's jobs come and go on a shared machine and only ever add time:
@@ -441,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                 ui_section()
 
             if not sizes.smoke:
-                runs_and_gate()
+                per_partition_section()
+                gate_section()
 
             if "scaling" in sections:
                 scaling: list[dict[str, Any]] = []
@@ -465,14 +485,14 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 results["scaling"] = scaling
 
-            if side is not None:
-                side.result()
+            for section in side:
+                section.result()
             if "ui_backfill" in sections and sizes.smoke:
                 ui_section()  # (u) started first, beside the others: collected last
     finally:
         # On any way out, (u) beside stops at its next poll and ends its `dagster dev`.
         stop_beside.set()
-        beside.shutdown(wait=True)
+        beside.shutdown(wait=True, cancel_futures=True)
         results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         after = spark_server.read_state()
         results["spark_server"]["same_server_at_end"] = bool(

@@ -3,14 +3,18 @@
 `dagster dev` (webserver + daemon, the project's workspace.yaml, the product's run concurrency)
 on a fresh instance; the same `launchPartitionBackfill` mutation the UI's "Materialize all" over
 the date range posts to /graphql; the daemon executes it (runs in their own processes, Spark
-Connect clients of the warm local server). The sensors are stopped first (`dagster sensor
-stop`), so that only the backfill does the work: with them on, the landing sensor would ingest
-the same drops.
+Connect clients of the warm local server). The landing sensor and the automation sensor are
+stopped first, over the same GraphQL API (the UI's toggle), so that only the backfill does the
+work: with them on, the landing sensor would ingest the same drops. As in the UI tests, they are
+stopped before any drop exists: (u) reads a landing folder of its own, empty until then, into
+which the benchmark's drops are then hard-linked.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -80,6 +84,22 @@ def _wait(
 
 
 DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+SENSOR_STATES = """
+{
+  repositoriesOrError {
+    ... on RepositoryConnection { nodes { sensors { name sensorState { id } } } }
+  }
+}
+"""
+STOP_SENSOR = """
+mutation ($id: String!) { stopSensor(id: $id) { __typename ... on PythonError { message } } }
+"""
+
+
+def _sensor_states(url: str) -> dict[str, str]:
+    """Sensor name -> instigator state id, once the webserver has loaded the code location."""
+    data = _graphql(url, SENSOR_STATES, {})["repositoriesOrError"]
+    return {s["name"]: s["sensorState"]["id"] for r in data.get("nodes", []) for s in r["sensors"]}
 
 
 def run_ui_backfill(
@@ -103,18 +123,12 @@ def run_ui_backfill(
     product = yaml.safe_load((PROJECT / "dagster.yaml").read_text())
     with open(home / "dagster.yaml", "a") as config:
         yaml.safe_dump({k: product[k] for k in ("concurrency", "run_queue", "run_retries")}, config)
-    env = pipeline_env(home, landing, work / f"warehouse-{name}", fx_url, min_rows)
+    # Empty until the sensors are stopped: see the module's docstring.
+    own_landing = work / f"landing-{name}"
+    own_landing.mkdir(parents=True)
+    env = pipeline_env(home, own_landing, work / f"warehouse-{name}", fx_url, min_rows)
     log = work / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    for sensor in SENSORS:
-        subprocess.run(
-            [dagster_cli(), "sensor", "stop", "-w", "workspace.yaml", sensor],
-            env=env,
-            cwd=PROJECT,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [dagster_cli(), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
@@ -129,6 +143,19 @@ def run_ui_backfill(
                 log,
                 stop,
             )
+            states: dict[str, str] = {}
+
+            def location_loaded() -> bool:
+                states.update(_sensor_states(url))
+                return set(SENSORS) <= set(states)
+
+            _wait("the code location's sensors", location_loaded, 300, proc, log, stop)
+            for sensor in SENSORS:
+                stopped = _graphql(url, STOP_SENSOR, {"id": states[sensor]})["stopSensor"]
+                if stopped["__typename"] != "StopSensorMutationResult":
+                    raise RuntimeError(f"stopSensor {sensor}: {stopped}")
+            # Hard links: the same files at no cost, however large the input.
+            shutil.copytree(landing, own_landing, copy_function=os.link, dirs_exist_ok=True)
 
             def daemons_up() -> bool:
                 statuses = _graphql(url, DAEMONS, {})["instance"]["daemonHealth"]
