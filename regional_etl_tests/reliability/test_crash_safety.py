@@ -5,8 +5,9 @@ files the killed write left behind are counted and removed by VACUUM.
 
 The scenarios on one landed and backfilled date share it (`crash_site`, set up once for the
 module): each one heals what it breaks, and `landed` checks that the warehouse is whole again
-before handing it to the next. The Spark server kills share one server state folder of their
-own, so each kill lands on the server the previous scenario's retry started."""
+(as the previous scenario's last judge found it, or judged anew) before handing it to the next.
+The Spark server kills share one server state folder of their own, so each kill lands on the
+server the previous scenario's retry started."""
 
 from __future__ import annotations
 
@@ -43,7 +44,13 @@ from regional_etl.generate import generate_landing
 from regional_etl_tests.conftest import SHORT_LIVED_SERVER_CONF, Pipeline, build_pipeline
 from regional_etl_tests.e2e_support import dagster_daemon, product_env, wait_for
 from regional_etl_tests.procs import process_groups
-from regional_etl_tests.reliability.conftest import judge, launcher_argv, launcher_env
+from regional_etl_tests.reliability.conftest import (
+    TABLES,
+    Verdict,
+    judge,
+    launcher_argv,
+    launcher_env,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DATE = "2024-03-08"
@@ -124,6 +131,26 @@ def _single_writer_per_partition(spark, table: Path) -> bool:
     return all(len(ids) == 1 for ids in writers.values())
 
 
+# The crash site's table versions when a judge last found the date whole: where the next
+# scenario starts, so `landed` need not judge the same tables again.
+_WHOLE_AT: dict[Path, dict[str, int]] = {}
+
+
+def _versions(warehouse: Path) -> dict[str, int]:
+    return {t: _version(warehouse / t) for t in TABLES if (warehouse / t / "_delta_log").exists()}
+
+
+def _judge_date(spark, pipeline: Pipeline) -> Verdict:
+    """The date's four regions against the oracle. When they are whole and no commit landed
+    meanwhile, the tables' versions are noted: a Delta version's content never changes, nor
+    does the crash site's landing zone."""
+    versions = _versions(pipeline.warehouse)
+    verdict = judge(spark, pipeline.landing, pipeline.warehouse, [(DATE, r) for r in REGIONS])
+    if verdict.ok and _versions(pipeline.warehouse) == versions:
+        _WHOLE_AT[pipeline.warehouse] = versions
+    return verdict
+
+
 def _rerun(pipeline: Pipeline, instance: DagsterInstance, job: str, partition: str) -> None:
     result = pipeline.defs.resolve_job_def(job).execute_in_process(
         instance=instance, partition_key=partition
@@ -154,13 +181,15 @@ def instance(crash_site: tuple[Pipeline, DagsterInstance]) -> DagsterInstance:
 
 @pytest.fixture
 def landed(crash_site: tuple[Pipeline, DagsterInstance], spark) -> Pipeline:
-    """The crash site, whole: every scenario starts from the oracle's tables. A scenario that
-    failed before its re-run healed them leaves them for a backfill to repair here."""
+    """The crash site, whole: every scenario starts from the oracle's tables (judged here
+    unless the previous scenario's last judge found them whole at their current versions). A
+    scenario that failed before its re-run healed them leaves them for a backfill to repair."""
     pipeline, instance = crash_site
-    partitions = [(DATE, r) for r in REGIONS]
-    if not judge(spark, pipeline.landing, pipeline.warehouse, partitions).ok:
+    if _WHOLE_AT.get(pipeline.warehouse) == _versions(pipeline.warehouse):
+        return pipeline
+    if not _judge_date(spark, pipeline).ok:
         assert run_backfill(pipeline.defs, instance, DATE, DATE, progress=lambda _: None).ok
-        assert judge(spark, pipeline.landing, pipeline.warehouse, partitions).ok
+        assert _judge_date(spark, pipeline).ok
     return pipeline
 
 
@@ -168,7 +197,6 @@ def landed(crash_site: tuple[Pipeline, DagsterInstance], spark) -> Pipeline:
 def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
     landed: Pipeline, instance: DagsterInstance, spark, pipeline_fx_server: FXServer
 ) -> None:
-    partitions = [(DATE, r) for r in REGIONS]
     for point, job, partition, name in KILL_POINTS:
         table = landed.warehouse / name
         before = _version(table)
@@ -181,11 +209,11 @@ def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
         _settle(table, before)
         after = _version(table)
         # Old or new, never a mix: each partition holds the complete rows of one run.
-        verdict = judge(spark, landed.landing, landed.warehouse, partitions)
+        verdict = _judge_date(spark, landed)
         single = _single_writer_per_partition(spark, table)
         left = orphans(table)
         _rerun(landed, instance, job, partition)
-        healed = judge(spark, landed.landing, landed.warehouse, partitions)
+        healed = _judge_date(spark, landed)
         print(
             f"\n[reliability] crash: run SIGKILL during {point}: mid_write={mid_write} "
             f"version {before}->{after} single_writer={single} orphan_files={left} "
@@ -209,7 +237,7 @@ def test_a_run_killed_mid_write_leaves_old_or_new_and_the_rerun_heals(
     left = sum(orphans(landed.warehouse / name) for *_, name in KILL_POINTS)
     print(f"[reliability] crash: orphan files before VACUUM={total} after={left}")
     assert left == 0
-    assert judge(spark, landed.landing, landed.warehouse, partitions).ok
+    assert _judge_date(spark, landed).ok
 
 
 @pytest.fixture(scope="module")
@@ -278,8 +306,7 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
         out, err = proc.communicate(timeout=900)
     outcome = json.loads(out.strip().splitlines()[-1])
     run = instance.get_run_by_id(outcome["run_id"])
-    partitions = [(DATE, r) for r in REGIONS]
-    verdict = judge(spark, landed.landing, landed.warehouse, partitions)
+    verdict = _judge_date(spark, landed)
     single = _single_writer_per_partition(spark, table)
     print(
         f"\n[reliability] crash: Spark server JVM SIGKILL during {point}: mid_write={mid_write} "
