@@ -204,8 +204,9 @@ def materializations(instance: DagsterInstance, asset: str) -> Counter[str]:
 
 
 # One Dagster run in a process of its own, on the instance in DAGSTER_HOME, with the test
-# pipeline's resources: argv = landing warehouse fx_url breaker_file job partition, where
-# partition is a key or a `first..last` range (the tags of a single-run backfill).
+# pipeline's resources: argv = landing warehouse fx_url breaker_file job partition
+# [connect_retries], where partition is a key or a `first..last` range (the tags of a single-run
+# backfill) and connect_retries, when given, replaces the Spark client's default.
 RUN_LAUNCHER = """
 import json, sys
 from dagster import DagsterInstance
@@ -216,8 +217,9 @@ from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
 landing, warehouse, fx_url, breaker, job, partition = sys.argv[1:7]
+retries = {"connect_retries": int(sys.argv[7])} if len(sys.argv) > 7 else {}
 defs = build_definitions({
-    "spark": SparkResource(session_config={"spark.sql.shuffle.partitions": "2"}),
+    "spark": SparkResource(session_config={"spark.sql.shuffle.partitions": "2"}, **retries),
     "warehouse": WarehouseResource(landing_root=landing, warehouse_root=warehouse),
     "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
     "fx": FXRatesResource(base_url=fx_url, breaker_storage_url=f"sqlite:///{breaker}",
@@ -237,7 +239,9 @@ print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=Tr
 """
 
 
-def launcher_argv(pipeline: Any, fx_url: str, job: str, partition: str) -> list[str]:
+def launcher_argv(
+    pipeline: Any, fx_url: str, job: str, partition: str, connect_retries: int | None = None
+) -> list[str]:
     import sys
 
     breaker = pipeline.warehouse.parent / "breaker.sqlite"
@@ -251,6 +255,7 @@ def launcher_argv(pipeline: Any, fx_url: str, job: str, partition: str) -> list[
         str(breaker),
         job,
         partition,
+        *([] if connect_retries is None else [str(connect_retries)]),
     ]
 
 

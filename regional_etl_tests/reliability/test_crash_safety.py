@@ -298,7 +298,10 @@ def test_the_spark_server_killed_mid_write_heals_within_the_run(
         os.kill(current.jvm_pid, signal.SIGKILL)
         killed.append(current)
 
-    argv = launcher_argv(landed, pipeline_fx_server.url, job, partition)
+    # The run's Spark client gives up on the killed server after two quick retries instead of
+    # five over 15 s: once when the write breaks (then the step's retry takes over), and once
+    # more at the run process's exit, when pyspark cleans up after every session it opened.
+    argv = launcher_argv(landed, pipeline_fx_server.url, job, partition, connect_retries=2)
     with process_groups(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as [proc]:
