@@ -27,7 +27,7 @@ T0 = time.perf_counter()
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from regional_etl.resources.warehouse import WarehouseResource
+    from regional_etl.io.warehouse import WarehousePaths
 
 USD_PER_UNIT_QUANTUM = Decimal("0.0000000001")
 
@@ -59,7 +59,7 @@ def fx_rows(dates: list[str]) -> list[tuple[dt.date, str, Decimal]]:
 
 
 def write_fx(
-    spark: SparkSession, warehouse: WarehouseResource, dates: list[str], run_id: str, sql: bool
+    spark: SparkSession, warehouse: WarehousePaths, dates: list[str], run_id: str, sql: bool
 ) -> Any:
     """The fx_rates asset's write. `sql=True` builds the rows as a SQL VALUES relation instead
     of `createDataFrame(list)`, which ships pickled rows through Python workers."""
@@ -85,7 +85,7 @@ def write_fx(
 
 def region_range(
     spark: SparkSession,
-    warehouse: WarehouseResource,
+    warehouse: WarehousePaths,
     dates: list[str],
     region: str,
     run_id: str,
@@ -106,8 +106,8 @@ def region_range(
     from regional_etl.pipeline import read_bronze, run_silver, write_bronze
 
     partitions = [DateRegion(d, region) for d in dates]
-    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
-    lines = read_drops(spark, warehouse.landing(), drops)
+    drops = [ready_drop(warehouse.landing, p) for p in partitions]
+    lines = read_drops(spark, warehouse.landing, drops)
     if optimized:
         lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -130,7 +130,7 @@ def region_range(
 
 def gold(
     spark: SparkSession,
-    warehouse: WarehouseResource,
+    warehouse: WarehousePaths,
     dates: list[str],
     run_id: str,
     optimized: bool,
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dates = date_range(args.start, args.end)
     regions = args.regions.split(",") if args.regions else list(REGIONS)
-    warehouse = WarehouseResource(landing_root=args.landing, warehouse_root=args.warehouse)
+    paths = WarehouseResource(landing_root=args.landing, warehouse_root=args.warehouse).paths()
     run_id = f"bare-{uuid.uuid4()}"
     phases: dict[str, float] = {}
     mark = time.perf_counter()
@@ -195,13 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     # A classic session in this process: what a user writes without the product.
     spark = start_session("local[*]", "2g", json.loads(args.spark_conf))
     lap("spark_start")
-    write_fx(spark, warehouse, dates, run_id, sql=args.optimized)
+    write_fx(spark, paths, dates, run_id, sql=args.optimized)
     lap("fx_rates")
     per_region = {}
     for region in regions:
-        per_region[region] = region_range(spark, warehouse, dates, region, run_id, args.optimized)
+        per_region[region] = region_range(spark, paths, dates, region, run_id, args.optimized)
         lap(f"region {region}")
-    gold_rows = gold(spark, warehouse, dates, run_id, args.optimized)
+    gold_rows = gold(spark, paths, dates, run_id, args.optimized)
     lap("daily_revenue")
     spark.stop()
     lap("spark_stop")

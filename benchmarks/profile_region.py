@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from regional_etl.resources.warehouse import WarehouseResource
+    from regional_etl.io.warehouse import WarehousePaths
 
 
 def region_steps(
     spark: SparkSession,
-    warehouse: WarehouseResource,
+    warehouse: WarehousePaths,
     dates: list[str],
     region: str,
     cluster_bronze: bool = False,
@@ -47,10 +47,10 @@ def region_steps(
         mark = now
 
     partitions = [DateRegion(d, region) for d in dates]
-    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
+    drops = [ready_drop(warehouse.landing, p) for p in partitions]
     count_lines(drops)
     lap("python: list drops + count landing lines")
-    lines = read_drops(spark, warehouse.landing(), drops)
+    lines = read_drops(spark, warehouse.landing, drops)
     write_bronze(lines, warehouse, partitions, "profile", one_file_per_partition=cluster_bronze)
     lap("bronze: read landing + write + commit")
     bronze = read_bronze(spark, warehouse, partitions)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warehouse = WarehouseResource(
             landing_root=args.landing, warehouse_root=str(scratch / "warehouse")
-        )
+        ).paths()
         mark = time.perf_counter()
         write_fx(spark, warehouse, dates, "profile", sql=False)
         results["fx_first_write_s"] = round(time.perf_counter() - mark, 3)

@@ -21,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from regional_etl.contract import REGIONS
 from regional_etl.transforms.gates import PartitionStats
 
 ERROR, WARN = AssetCheckSeverity.ERROR, AssetCheckSeverity.WARN
@@ -166,6 +167,43 @@ def orders_verdicts(
             ERROR if s.quarantine_ratio > gates.block_quarantine_ratio else None,
         ),
     ]
+
+
+# (orders, users, revenue_usd) of one daily_revenue row, by region.
+RevenueByRegion = Mapping[str, tuple[int, int, Any]]
+
+
+def revenue_usd(by_region: RevenueByRegion) -> float:
+    """The date's revenue over its regions."""
+    return float(sum((v[2] for v in by_region.values()), start=0))
+
+
+def revenue_verdicts(expected: RevenueByRegion, written: RevenueByRegion | None) -> list[Verdict]:
+    """Every gate on one date of `daily_revenue`: `expected` aggregated from silver, `written`
+    read back from the commit (None: the date was not written). Pure, like `orders_verdicts`."""
+    missing = sorted(set(REGIONS) - set(expected))
+    g = REVENUE_GATES
+    verdicts = [
+        Verdict(
+            g["all_regions_present"],
+            not missing,
+            {"missing_regions": MetadataValue.json(missing), "regions": len(expected)},
+        )
+    ]
+    if written is not None:
+        diffs = {
+            region: {"gold": str(written.get(region)), "orders": str(want)}
+            for region, want in expected.items()
+            if written.get(region) != want
+        }
+        verdicts.append(
+            Verdict(
+                g["totals_match_orders"],
+                not diffs and len(written) == len(REGIONS),
+                {"differences": MetadataValue.json(diffs), "revenue_usd": revenue_usd(expected)},
+            )
+        )
+    return verdicts
 
 
 def schema_problems(actual: Any, expected: Any) -> list[str]:

@@ -1,5 +1,5 @@
-"""The bronze and silver steps as plain functions, outside Dagster: the assets wrap them, and the
-benchmarks run the same code without Dagster."""
+"""The bronze, silver and gold steps as plain functions on paths, outside Dagster: the assets wrap
+them, and the benchmarks run the same code without Dagster."""
 
 from __future__ import annotations
 
@@ -8,19 +8,27 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from regional_etl.checks import QualityGateResource, Verdict, orders_verdicts, schema_problems
-from regional_etl.contract import Table, schema
+from regional_etl.checks import (
+    QualityGateResource,
+    Verdict,
+    orders_verdicts,
+    revenue_verdicts,
+    schema_problems,
+)
+from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.io.delta import (
     WriteResult,
     daily_predicate,
     read_pinned,
+    read_table,
     regional_predicate,
     replace_partitions,
 )
 from regional_etl.io.landing import DropNotReadyError, LandingFileError, count_lines, ready_drop
+from regional_etl.io.warehouse import WarehousePaths
 from regional_etl.partitions import DateRegion
-from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.transforms.gates import PartitionStats
+from regional_etl.transforms.revenue import daily_revenue
 from regional_etl.transforms.silver import silver_frames
 
 if TYPE_CHECKING:
@@ -39,7 +47,7 @@ class MissingFXRatesError(RuntimeError):
 
 def write_bronze(
     lines: DataFrame,
-    warehouse: WarehouseResource,
+    warehouse: WarehousePaths,
     partitions: Sequence[DateRegion],
     run_id: str,
     one_file_per_partition: bool = False,
@@ -58,7 +66,7 @@ def write_bronze(
 
 
 def read_bronze(
-    spark: SparkSession, warehouse: WarehouseResource, partitions: Sequence[DateRegion]
+    spark: SparkSession, warehouse: WarehousePaths, partitions: Sequence[DateRegion]
 ) -> DataFrame:
     """The bronze lines of `partitions` at the table's current version, for every action."""
     return read_pinned(spark, warehouse.table(Table.RAW_ORDERS)).where(
@@ -83,7 +91,7 @@ class SilverRun:
 
 def run_silver(
     bronze: DataFrame,
-    warehouse: WarehouseResource,
+    warehouse: WarehousePaths,
     partitions: Sequence[DateRegion],
     run_id: str,
     gates: QualityGateResource,
@@ -111,7 +119,7 @@ def run_silver(
     from pyspark import StorageLevel
 
     spark = bronze.sparkSession
-    landing = snapshot_landing_lines(warehouse.landing(), _files_of(bronze), partitions)
+    landing = snapshot_landing_lines(warehouse.landing, _files_of(bronze), partitions)
     sized(sum(n for n in landing.values() if n > 0))
     dates = sorted({p.order_date for p in partitions})
     fx = read_pinned(spark, warehouse.table(Table.FX_RATES)).where(daily_predicate(dates))
@@ -153,6 +161,71 @@ def run_silver(
     finally:
         frames.lines.unpersist()
     return SilverRun(stats, verdicts, orders, quarantine)
+
+
+@dataclass(frozen=True)
+class GoldRun:
+    """What one gold run aggregated from silver, wrote and judged, by date."""
+
+    expected: dict[str, dict[str, tuple]]  # (orders, users, revenue_usd) by date, then region
+    written: dict[str, dict[str, tuple]]  # the same, read back from the commit: written dates
+    result: WriteResult | None  # None: no date had all its regions
+    verdicts: dict[str, list[Verdict]]
+
+    @property
+    def blocked(self) -> dict[str, list[str]]:
+        """Dates not aggregated, with the regions that have no published orders."""
+        return {
+            d: sorted(set(REGIONS) - set(by_region))
+            for d, by_region in self.expected.items()
+            if d not in self.written
+        }
+
+
+def run_gold(
+    spark: SparkSession,
+    warehouse: WarehousePaths,
+    dates: Sequence[str],
+    run_id: str,
+    sized: Callable[[int], object] = lambda rows: None,
+) -> GoldRun:
+    """Aggregate silver orders of `dates` into `gold/daily_revenue`, only for dates whose four
+    regions all published: a region that failed its gate (its silver partition is empty) or was
+    never processed blocks its date, and only its date. Each date is judged on what the commit
+    holds, read back, since a concurrent run of the same dates may commit after ours. `sized` is
+    called with the orders' rows before the aggregation (the asset sizes its session by them).
+    """
+    # One silver version for the count and the aggregation, whatever other runs commit.
+    orders = read_pinned(spark, warehouse.table(Table.ORDERS)).where(daily_predicate(dates))
+    sized(orders.count())  # reads no column: Parquet footers only
+    # Four rows a date: collected once, for the write and for the totals gate.
+    aggregated = daily_revenue(orders).collect()
+    expected = _by_date_and_region(aggregated, dates)
+    complete = [d for d in dates if set(expected[d]) == set(REGIONS)]
+    written: dict[str, dict[str, tuple]] = {}
+    result = None
+    if complete:
+        rows = [r for r in aggregated if str(r["order_date"]) in complete]
+        frame = spark.createDataFrame(rows, schema(Table.DAILY_REVENUE)).coalesce(1)
+        result = replace_partitions(
+            frame,
+            warehouse.table(Table.DAILY_REVENUE),
+            Table.DAILY_REVENUE,
+            daily_predicate(complete),
+            run_id,
+        )
+        commit = read_table(spark, result.path, result.version).where(daily_predicate(complete))
+        written = _by_date_and_region(commit.collect(), complete)
+    verdicts = {d: revenue_verdicts(expected[d], written.get(d)) for d in dates}
+    return GoldRun(expected, written, result, verdicts)
+
+
+def _by_date_and_region(rows: list[Row], dates: Sequence[str]) -> dict[str, dict[str, tuple]]:
+    """(orders, users, revenue_usd) by date, then region, of daily_revenue rows."""
+    by_date: dict[str, dict[str, tuple]] = {d: {} for d in dates}
+    for r in rows:
+        by_date[str(r["order_date"])][r["region"]] = (r["orders"], r["users"], r["revenue_usd"])
+    return by_date
 
 
 def snapshot_landing_lines(

@@ -22,7 +22,13 @@ from dagster import (
 )
 
 from regional_etl.backfill import run_backfill
-from regional_etl.checks import ORDERS_GATES, QualityGateResource, orders_verdicts, schema_problems
+from regional_etl.checks import (
+    ORDERS_GATES,
+    QualityGateResource,
+    orders_verdicts,
+    revenue_verdicts,
+    schema_problems,
+)
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.generate import generate_landing, write_drop
 from regional_etl.io.landing import read_drops, ready_drop
@@ -108,6 +114,26 @@ def test_a_drop_that_is_mostly_not_orders_is_blocked_by_the_ratio_gate() -> None
     assert got["quarantine_ratio"].severity == AssetCheckSeverity.ERROR
     assert got["quarantine_ratio"].metadata["block_quarantine_ratio"].value == 0.5
     assert {n for n, v in got.items() if v.blocks} == {"quarantine_ratio"}
+
+
+def test_revenue_gates_name_the_missing_regions_and_the_differing_totals() -> None:
+    """The gold gates on numbers built to break them: a date without all regions fails
+    all_regions_present (and is not judged on totals); a commit that differs from silver fails
+    totals_match_orders, naming the region."""
+    full = {r: (10, 8, Decimal("100.50")) for r in REGIONS}
+    present, totals = revenue_verdicts(full, dict(full))
+    assert present.passed and totals.passed
+    assert totals.metadata["revenue_usd"] == 402.0
+
+    [missing] = revenue_verdicts({"us-east": full["us-east"]}, None)
+    assert not missing.passed and missing.blocks
+    assert missing.metadata["missing_regions"].value == ["ap-south", "eu-west", "us-west"]
+
+    _, wrong = revenue_verdicts(full, {**full, "eu-west": (10, 8, Decimal("99.50"))})
+    assert not wrong.passed and wrong.blocks
+    assert set(wrong.metadata["differences"].value) == {"eu-west"}
+    _, short = revenue_verdicts(full, {r: v for r, v in full.items() if r != "ap-south"})
+    assert not short.passed
 
 
 def test_schema_gate_names_the_differences(spark) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, materialize
@@ -161,20 +162,26 @@ def test_run_silver_publishes_passing_partitions_and_empties_blocked_ones(spark,
     from regional_etl.io.delta import daily_predicate, replace_partitions
     from regional_etl.io.landing import read_drops, ready_drop
     from regional_etl.partitions import DateRegion
-    from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver, write_bronze
+    from regional_etl.pipeline import (
+        MissingFXRatesError,
+        read_bronze,
+        run_gold,
+        run_silver,
+        write_bronze,
+    )
     from regional_etl.resources.warehouse import WarehouseResource
 
     day = dt.date.fromisoformat(DATES[0])
     warehouse = WarehouseResource(
         landing_root=str(tmp_path / "landing"), warehouse_root=str(tmp_path / "warehouse")
-    )
-    generate_landing(warehouse.landing(), day, day, rows=40, seed=3, regions=["us-east"])
+    ).paths()
+    generate_landing(warehouse.landing, day, day, rows=40, seed=3, regions=["us-east"])
     small = '{"order_id": "S", "user_id": "u", "amount": 5, "currency": "EUR", '
     small += '"order_ts": "2024-03-08T10:00:00Z"}'
-    write_drop(warehouse.landing(), DATES[0], "eu-west", [small])
+    write_drop(warehouse.landing, DATES[0], "eu-west", [small])
     partitions = [DateRegion(DATES[0], "eu-west"), DateRegion(DATES[0], "us-east")]
-    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
-    lines = read_drops(spark, warehouse.landing(), drops)
+    drops = [ready_drop(warehouse.landing, p) for p in partitions]
+    lines = read_drops(spark, warehouse.landing, drops)
     assert write_bronze(lines, warehouse, partitions, "run-1").rows == 41
     bronze = read_bronze(spark, warehouse, partitions)
     gates = QualityGateResource(min_rows=10, max_quarantine_ratio=0.5)
@@ -204,6 +211,15 @@ def test_run_silver_publishes_passing_partitions_and_empties_blocked_ones(spark,
     assert len(silver) == us_east.orders == run.orders.rows
     assert len(rows(spark, run.quarantine.path)) == us_east.quarantined
 
+    # Gold of the date: eu-west was blocked and two regions never landed, so nothing is written
+    # and the gate names the missing regions.
+    gold = run_gold(spark, warehouse, DATES[:1], "run-2")
+    assert gold.result is None and gold.written == {}
+    assert gold.blocked == {DATES[0]: ["ap-south", "eu-west", "us-west"]}
+    [present] = gold.verdicts[DATES[0]]
+    assert not present.passed and present.gate.name == "all_regions_present"
+    assert not Path(warehouse.table(Table.DAILY_REVENUE)).exists()
+
 
 def test_a_bronze_table_of_the_older_contract_gains_the_new_columns(spark, tmp_path) -> None:
     """A warehouse created before bronze had `defect` and `line_bytes` keeps working: the next
@@ -228,7 +244,7 @@ def test_a_bronze_table_of_the_older_contract_gains_the_new_columns(spark, tmp_p
     resource = WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse))
     partition = DateRegion("2024-03-04", "us-east")
     drops = [ready_drop(landing, partition)]
-    write_bronze(read_drops(spark, landing, drops), resource, [partition], "new-run")
+    write_bronze(read_drops(spark, landing, drops), resource.paths(), [partition], "new-run")
     table = spark.read.format("delta").load(str(path))
     assert {"defect", "line_bytes"} <= set(table.columns)
     rows = table.collect()

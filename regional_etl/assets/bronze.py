@@ -123,7 +123,7 @@ def _ingest(
             [s.drop for s in scans.values()],
             [d for s in scans.values() for d in s.defects],
         )
-        result = write_bronze(lines, warehouse, sorted(scans), context.run.run_id)
+        result = write_bronze(lines, warehouse.paths(), sorted(scans), context.run.run_id)
         table_rows = catalog.table_rows(context.instance, context.asset_key, session, result)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.

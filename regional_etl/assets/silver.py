@@ -77,12 +77,13 @@ def orders(
     partitions = run_date_regions(context)
     try:
         with spark.connection_errors():
-            bronze = read_bronze(spark.spark_session, warehouse, partitions)
+            paths = warehouse.paths()
+            bronze = read_bronze(spark.spark_session, paths, partitions)
             # The session's evaluation mode follows the size of the step: its landing lines,
             # which the reconciliation gate counts anyway.
             run = run_silver(
                 bronze,
-                warehouse,
+                paths,
                 partitions,
                 context.run.run_id,
                 quality_gates,

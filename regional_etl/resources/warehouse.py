@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from regional_etl.contract import Table
+from regional_etl.io.warehouse import WarehousePaths, join
 
 BLUE = "blue"
 RELEASES_DIR = "releases"
@@ -45,22 +46,21 @@ class WarehouseResource(ConfigurableResource):
     def landing(self) -> Path:
         return Path(self.landing_root).resolve()
 
+    def paths(self) -> WarehousePaths:
+        """This location's namespace as plain paths, for the pipeline functions."""
+        return WarehousePaths(self.landing(), self.namespace_root(self.namespace))
+
     def table(self, table: Table, namespace: str | None = None) -> str:
         """The path of a table in this location's namespace, or in another one."""
-        return self._join(self.namespace_root(namespace or self.namespace), table.value)
+        return join(self.namespace_root(namespace or self.namespace), table.value)
 
     def namespace_root(self, namespace: str) -> str:
         if not _NAME.match(namespace):
             raise ValueError(f"release namespace {namespace!r}: expected [a-z][a-z0-9_-]*")
         # Blue is the root, so a warehouse from before releases is blue without moving data.
         if namespace == BLUE:
-            return self._join(self.warehouse_root)
-        return self._join(self.warehouse_root, RELEASES_DIR, namespace)
+            return join(self.warehouse_root)
+        return join(self.warehouse_root, RELEASES_DIR, namespace)
 
     def is_remote(self) -> bool:
         return "://" in self.warehouse_root
-
-    def _join(self, *parts: str) -> str:
-        if self.is_remote():
-            return "/".join([parts[0].rstrip("/"), *parts[1:]])
-        return str(Path(parts[0]).resolve().joinpath(*parts[1:]))

@@ -26,6 +26,7 @@ from regional_etl.contract import Table, schema
 from regional_etl.generate import generate_landing
 from regional_etl.io.delta import daily_predicate, replace_partitions
 from regional_etl.io.landing import read_drops, ready_drop
+from regional_etl.io.warehouse import WarehousePaths
 from regional_etl.partitions import DateRegion
 from regional_etl.pipeline import read_bronze, run_silver, write_bronze
 from regional_etl.resources.spark import SparkResource
@@ -47,23 +48,23 @@ def other_session(spark: Any) -> Iterator[Any]:
     session.stop()
 
 
-def _warehouse(tmp_path: Path, name: str) -> WarehouseResource:
+def _warehouse(tmp_path: Path, name: str) -> WarehousePaths:
     return WarehouseResource(
         landing_root=str(tmp_path / name / "landing"), warehouse_root=str(tmp_path / "warehouse")
-    )
+    ).paths()
 
 
-def _ingest(spark: Any, warehouse: WarehouseResource, rows: int, seed: int, run_id: str) -> None:
+def _ingest(spark: Any, warehouse: WarehousePaths, rows: int, seed: int, run_id: str) -> None:
     """Generate the partition's drop in `warehouse`'s landing zone and write it to bronze."""
     day = dt.date.fromisoformat(DATE)
     generate_landing(
-        warehouse.landing(), day, day, rows=rows, seed=seed, anomalies=True, regions=["us-east"]
+        warehouse.landing, day, day, rows=rows, seed=seed, anomalies=True, regions=["us-east"]
     )
-    lines = read_drops(spark, warehouse.landing(), [ready_drop(warehouse.landing(), PARTITION)])
+    lines = read_drops(spark, warehouse.landing, [ready_drop(warehouse.landing, PARTITION)])
     write_bronze(lines, warehouse, [PARTITION], run_id)
 
 
-def _fx(spark: Any, warehouse: WarehouseResource) -> None:
+def _fx(spark: Any, warehouse: WarehousePaths) -> None:
     day = dt.date.fromisoformat(DATE)
     fx_rows = [(day, currency, Decimal("1.1")) for currency in ("EUR", "INR", "USD")]
     frame = spark.createDataFrame(fx_rows, schema(Table.FX_RATES))
@@ -93,7 +94,7 @@ def test_a_commit_between_the_gate_pass_and_the_writes_does_not_change_what_a_ru
     bronze = read_bronze(spark, mine, [PARTITION])
     run = run_silver(bronze, mine, [PARTITION], "run-a", GATES, after_step=concurrent_commit)
 
-    want = expected_partition(mine.landing(), DATE, "us-east")
+    want = expected_partition(mine.landing, DATE, "us-east")
     stats = run.stats[PARTITION]
     assert (stats.landing_lines, stats.lines) == (want.lines, want.lines) == (40, 40)
     assert run.blocked == [], run.verdicts[PARTITION]
@@ -141,7 +142,7 @@ def test_a_redelivery_after_the_ingest_does_not_fail_the_reconciliation_of_the_s
     warehouse = _warehouse(tmp_path, "a")
     _ingest(spark, warehouse, rows=30, seed=4, run_id="run-a")
     _fx(spark, warehouse)
-    drop = ready_drop(warehouse.landing(), PARTITION).path
+    drop = ready_drop(warehouse.landing, PARTITION).path
     line = '{"order_id": "late", "user_id": "u", "amount": 5, "currency": "USD", '
     (drop / "late.jsonl").write_text(line + '"order_ts": "2024-03-08T10:00:00Z"}\n')
     (drop / "_SUCCESS").touch()
@@ -158,11 +159,11 @@ def test_a_file_name_spark_percent_encodes_still_reconciles(spark: Any, tmp_path
     the gate still finds them in the drop."""
     warehouse = _warehouse(tmp_path, "a")
     _ingest(spark, warehouse, rows=20, seed=5, run_id="run-0")
-    drop = ready_drop(warehouse.landing(), PARTITION).path
+    drop = ready_drop(warehouse.landing, PARTITION).path
     for f in sorted(drop.glob("*.jsonl"))[:1]:
         f.rename(drop / f"odd name 100%{f.name}")
     (drop / "_SUCCESS").touch()
-    lines = read_drops(spark, warehouse.landing(), [ready_drop(warehouse.landing(), PARTITION)])
+    lines = read_drops(spark, warehouse.landing, [ready_drop(warehouse.landing, PARTITION)])
     write_bronze(lines, warehouse, [PARTITION], "run-a")
     _fx(spark, warehouse)
 
