@@ -19,7 +19,7 @@ from typing import Any
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
-from regional_etl import http
+from regional_etl.io import http_retry as http
 from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx_breaker import BreakerTransition, SharedBreaker
 
