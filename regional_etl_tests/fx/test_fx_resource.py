@@ -1,4 +1,5 @@
-"""FXRatesResource against a real FX server: rates, retries, timeouts and the shared breaker."""
+"""FXRatesResource against a real FX server (rates, retries, timeouts and the shared breaker),
+and without a URL, on the bundled history in-process."""
 
 from __future__ import annotations
 
@@ -10,21 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 import pybreaker
 import pytest
 from dagster import asset, build_init_resource_context, materialize
 
-from regional_etl.resources.fx import (
-    FXCircuitOpenError,
-    FXPermanentError,
-    FXRatesResource,
-    FXTransientError,
-)
-from regional_etl.resources.fx_breaker import SQLiteCircuitBreakerStorage
+from regional_etl.fx.breaker import SQLiteCircuitBreakerStorage
+from regional_etl.fx.errors import FXCircuitOpenError, FXPermanentError, FXTransientError
+from regional_etl.fx.rates import BundledSource
+from regional_etl.resources.fx import FXRatesResource
 from regional_etl_tests.fx_faults import FaultyFXServer
 
 from .conftest import EcbRows, MakeResource, ServerControl
@@ -54,7 +50,7 @@ def test_weekday_quote_matches_the_ecb_csv(
         "INR": expected_usd_per_unit(row, "INR"),
     }
     assert quote.attempts == 1
-    assert quote.source_url == f"{fx_control.url}/2024-03-15?from=USD&to=EUR,INR"
+    assert quote.source == f"{fx_control.url}/2024-03-15?from=USD&to=EUR,INR"
 
 
 def test_saturday_uses_friday_and_late_dates_use_the_last_day(
@@ -77,7 +73,7 @@ def test_usd_only_needs_no_conversion_but_still_asks_for_the_rate_date(
     quote = make_resource().get_usd_rates(FRIDAY + dt.timedelta(days=2), ["USD"])
     assert quote.usd_per_unit == {"USD": Decimal(1)}
     assert quote.rate_date == FRIDAY
-    assert quote.source_url == f"{fx_control.url}/2024-03-17?from=USD"
+    assert quote.source == f"{fx_control.url}/2024-03-17?from=USD"
 
 
 # --- permanent errors: no retry, no breaker failure ---------------------------------------------
@@ -128,7 +124,7 @@ def test_seeded_503s_succeed_through_retries(
     fx = make_resource(max_attempts=6)
     quote = fx.get_usd_rates(FRIDAY, ["INR"])
     assert quote.attempts > 1
-    assert fx.retry_count == quote.attempts - 1
+    assert fx.client is not None and fx.client.retry_count == quote.attempts - 1
     assert fx_control.stats() == {
         "total": quote.attempts,
         "by_status": {"200": 1, "503": quote.attempts - 1},
@@ -293,14 +289,15 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
         "opened_at": None,
         "reopens_at": None,
     }
-    assert [(t.old_state, t.new_state) for t in fx.pop_breaker_transitions()] == [
+    assert fx.client is not None
+    assert [(t.old_state, t.new_state) for t in fx.client.breaker.pop_transitions()] == [
         ("closed", "open"),
         ("open", "half-open"),
         ("half-open", "open"),
         ("open", "half-open"),
         ("half-open", "closed"),
     ]
-    assert fx.pop_breaker_transitions() == []
+    assert fx.client.breaker.pop_transitions() == []
 
 
 def test_sqlite_storage_is_shared_and_counts_atomically(tmp_path):
@@ -335,20 +332,30 @@ def test_sqlite_storage_is_shared_and_counts_atomically(tmp_path):
 # --- lifecycle and Dagster wiring ---------------------------------------------------------------
 
 
-def test_without_base_url_the_resource_serves_the_bundled_history(breaker_url: str):
-    fx = FXRatesResource(breaker_storage_url=breaker_url)
-    context = build_init_resource_context()
-    fx.setup_for_execution(context)
-    url = fx.service_url
-    try:
-        assert url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(f"{url}/{FRIDAY}?from=USD&to=INR", timeout=5) as response:
-            assert json.loads(response.read())["date"] == "2024-03-15"
-        assert fx.get_usd_rates(FRIDAY, ["INR"]).rate_date == FRIDAY
-    finally:
-        fx.teardown_after_execution(context)
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(f"{url}/latest", timeout=2)
+def test_without_base_url_the_resource_reads_the_bundled_history_in_process(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, ecb_rows: EcbRows
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    threads = threading.active_count()
+    fx = FXRatesResource()
+    fx.setup_for_execution(build_init_resource_context())
+    quote = fx.get_usd_rates(FRIDAY + dt.timedelta(days=1), ["usd", "INR"])
+    assert quote.rate_date == FRIDAY
+    assert quote.usd_per_unit == {
+        "USD": Decimal(1),
+        "INR": expected_usd_per_unit(ecb_rows[FRIDAY], "INR"),
+    }
+    assert (quote.attempts, quote.source) == (0, BundledSource.name)
+    assert fx.latest_rate_date() == max(ecb_rows)
+    with pytest.raises(FXPermanentError, match="before the ECB history") as caught:
+        fx.get_usd_rates(dt.date(1998, 12, 31), ["INR"])
+    assert (caught.value.attempts, caught.value.status) == (0, None)
+    # No server thread, no HTTP, no breaker and so no breaker file.
+    assert threading.active_count() == threads
+    assert fx.client is None and isinstance(fx.source, BundledSource)
+    assert not (tmp_path / "fx_circuit_breaker.sqlite").exists()
+    with pytest.raises(RuntimeError, match="no breaker"):
+        fx.breaker_state()
 
 
 def test_default_breaker_storage_lives_in_dagster_home(
