@@ -4,6 +4,7 @@ and breaker transitions (as `AssetObservation`s) show in the UI: see docs/resili
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -76,22 +77,19 @@ def _materialize_fx_rates(
     before = (client.attempt_count, client.retry_count) if client else (0, 0)
     transitions: list[str] = []
 
-    def resilience() -> dict[str, MetadataValue]:
+    def resilience() -> dict[str, Any]:
         """How this step attempt got its rates: the bundled history, read in-process, has no HTTP
-        attempts and no breaker to report."""
-        metadata: dict[str, MetadataValue] = {
-            "fx_source": MetadataValue.text(client.base_url if client else BundledSource.name),
-            # 1 on the first try; n + 1 after n step retries by the RetryPolicy.
-            "step_attempt": MetadataValue.int(context.retry_number + 1),
+        attempts and no breaker to report. `step_attempt` is n + 1 after n step retries."""
+        source = client.base_url if client else BundledSource.name
+        metadata = {"fx_source": source, "step_attempt": context.retry_number + 1}
+        if client is None:
+            return metadata
+        return metadata | {
+            "http_attempts": client.attempt_count - before[0],
+            "http_retries": client.retry_count - before[1],
+            "breaker": client.breaker.snapshot(),
+            "breaker_transitions": transitions,
         }
-        if client:
-            metadata |= {
-                "http_attempts": MetadataValue.int(client.attempt_count - before[0]),
-                "http_retries": MetadataValue.int(client.retry_count - before[1]),
-                "breaker": MetadataValue.json(client.breaker.snapshot()),
-                "breaker_transitions": MetadataValue.json(transitions),
-            }
-        return metadata
 
     rows: list[tuple[dt.date, str, Decimal]] = []
     rate_dates: dict[str, str] = {}
@@ -123,7 +121,7 @@ def _materialize_fx_rates(
         context.log.warning(
             f"FX history ends on {latest}: {', '.join(stale)} use the last known rate"
         )
-    summary = (f"{k}={v.value}" for k, v in resilience().items() if not k.startswith("breaker"))
+    summary = (f"{k}={v}" for k, v in resilience().items() if not k.startswith("breaker"))
     context.log.info(f"fx_rates: {len(dates)} date(s), {', '.join(summary)}")
     published = [d for d in dates if d not in rejected]
     if published:
@@ -142,10 +140,10 @@ def _materialize_fx_rates(
             **result.metadata(),
             # Every date has one row per currency, so the count is right for each date of a range.
             **catalog.materialization_metadata(result, table_rows, len(CURRENCIES)),
-            "rate_date": MetadataValue.json(rate_dates),
-            "after_history_end": MetadataValue.bool(bool(stale)),
-            "history_end": MetadataValue.text(latest.isoformat() if latest else "n/a"),
-            "stale_dates": MetadataValue.json(stale),
+            "rate_date": rate_dates,
+            "after_history_end": bool(stale),
+            "history_end": latest.isoformat() if latest else "n/a",
+            "stale_dates": stale,
             **resilience(),
         }
         if not rejected:
@@ -188,12 +186,12 @@ def _breaker_observations(
 
 
 def _fx_failure(
-    context: AssetExecutionContext, date: str, exc: FXError, metadata: dict[str, MetadataValue]
+    context: AssetExecutionContext, date: str, exc: FXError, metadata: dict[str, Any]
 ) -> Failure:
     """The step failure for an FX error: retryable only when waiting can help. A transient one
     is also logged, saying which step retry follows or that the step gave up, since Dagster has
     no hook for retries."""
-    metadata = {"error_kind": MetadataValue.text(type(exc).__name__), **metadata}
+    metadata = {"error_kind": type(exc).__name__, **metadata}
     if not isinstance(exc, FXTransientError):
         why = (
             "the circuit breaker is open, retrying now cannot help"

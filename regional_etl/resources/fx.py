@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
@@ -81,12 +80,6 @@ class FXRatesResource(ConfigurableResource):
     def client(self) -> FrankfurterClient | None:
         """The HTTP client; None without `base_url`: no HTTP attempts, no breaker to report."""
         return self.source if isinstance(self.source, FrankfurterClient) else None
-
-    def breaker_state(self) -> dict[str, Any]:
-        """Breaker state for metadata: state, fail_counter, fail_max, opened_at, reopens_at."""
-        if self.client is None:
-            raise RuntimeError("FXRatesResource without base_url reads in-process: no breaker")
-        return self.client.breaker.snapshot()
 
     def get_usd_rates(self, date: dt.date, currencies: Sequence[str]) -> FxQuote:
         """USD per one unit of each currency, on the latest ECB business day on or before `date`.

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pybreaker
 import pytest
@@ -33,6 +34,12 @@ def expected_usd_per_unit(row: dict[str, str], code: str) -> Decimal:
     per_eur = Decimal(1) if code == "EUR" else Decimal(row[code])
     rate = (per_eur / Decimal(row["USD"])).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
     return (Decimal(1) / rate).quantize(Decimal("0.0000000001"), ROUND_HALF_UP)
+
+
+def breaker_state(fx: FXRatesResource) -> dict[str, Any]:
+    """The breaker's state as `fx_rates` metadata shows it (resources with a URL only)."""
+    assert fx.client is not None
+    return fx.client.breaker.snapshot()
 
 
 # --- rates --------------------------------------------------------------------------------------
@@ -98,8 +105,8 @@ def test_unknown_currency_is_permanent_and_does_not_open_the_breaker(
         assert caught.value.status == 422
         assert fx_control.url in str(caught.value)
     assert fx_control.stats() == {"total": 3, "by_status": {"422": 3}}  # one request per call
-    assert fx.breaker_state()["state"] == "closed"
-    assert fx.breaker_state()["fail_counter"] == 0
+    assert breaker_state(fx)["state"] == "closed"
+    assert breaker_state(fx)["fail_counter"] == 0
 
 
 def test_bad_payload_is_permanent_and_not_retried(
@@ -213,7 +220,7 @@ try:
     print(json.dumps({"error": None}))
 except Exception as exc:
     print(json.dumps({"error": type(exc).__name__, "message": str(exc),
-                      "state": fx.breaker_state()["state"]}))
+                      "state": fx.client.breaker.snapshot()["state"]}))
 """
 
 
@@ -244,8 +251,8 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
         for expected_counter in (1, 2):
             with pytest.raises(FXTransientError):
                 fx.get_usd_rates(FRIDAY, ["INR"])
-            assert fx.breaker_state()["fail_counter"] == expected_counter
-        state = fx.breaker_state()
+            assert breaker_state(fx)["fail_counter"] == expected_counter
+        state = breaker_state(fx)
         assert state["state"] == "open" and state["reopens_at"]
         assert fx_control.stats()["total"] == 4
 
@@ -272,7 +279,7 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
         fx.get_usd_rates(FRIDAY, ["INR"])
     assert probe_failure.value.attempts == 1
     assert fx_control.stats()["total"] == 5
-    state = fx.breaker_state()
+    state = breaker_state(fx)
     assert state["state"] == "open"
 
     # The service recovers: the next probe succeeds and closes the breaker.
@@ -281,7 +288,7 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
     quote = fx.get_usd_rates(FRIDAY, ["INR"])
     assert quote.attempts == 1
     assert fx_control.stats()["total"] == 6
-    assert fx.breaker_state() | {"opened_at": None} == {
+    assert breaker_state(fx) | {"opened_at": None} == {
         "name": "fx-rates",
         "state": "closed",
         "fail_counter": 0,
@@ -354,8 +361,6 @@ def test_without_base_url_the_resource_reads_the_bundled_history_in_process(
     assert threading.active_count() == threads
     assert fx.client is None and isinstance(fx.source, BundledSource)
     assert not (tmp_path / "fx_circuit_breaker.sqlite").exists()
-    with pytest.raises(RuntimeError, match="no breaker"):
-        fx.breaker_state()
 
 
 def test_default_breaker_storage_lives_in_dagster_home(
@@ -364,7 +369,7 @@ def test_default_breaker_storage_lives_in_dagster_home(
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     fx = FXRatesResource(base_url=fx_server.url)
     fx.setup_for_execution(build_init_resource_context())
-    assert fx.breaker_state()["state"] == "closed"
+    assert breaker_state(fx)["state"] == "closed"
     assert (tmp_path / "fx_circuit_breaker.sqlite").is_file()
 
 

@@ -98,10 +98,14 @@ def fx_run(
             "dagster/asset_partition_range_end": last.isoformat(),
         },
     )
-    (materialization,) = result.asset_materializations_for_node("fx_rates")
+    # One materialization per date of the range, each with the run's metadata.
+    materializations = result.asset_materializations_for_node("fx_rates")
+    assert sorted(str(m.partition) for m in materializations) == [
+        d.isoformat() for d in days(first, last)
+    ]
     table = spark.read.format("delta").load(warehouse.table(Table.FX_RATES)).collect()
     rows = sorted((str(r.order_date), r.currency, r.usd_per_unit) for r in table)
-    return {key: value.value for key, value in materialization.metadata.items()}, rows
+    return {key: value.value for key, value in materializations[0].metadata.items()}, rows
 
 
 @pytest.mark.parametrize("after_history_end", [False, True], ids=["easter", "after-history-end"])

@@ -274,7 +274,7 @@ def test_permanent_errors_fail_at_once_without_retry(
     assert not [m for m in log_messages(instance, result.run_id) if "retry" in m.lower()]
     # A bad answer is not the service being down: the breaker does not count it.
     fx = make_resources()["fx"]
-    assert fx.breaker_state()["fail_counter"] == 0
+    assert fx.client is not None and fx.client.breaker.snapshot()["fail_counter"] == 0
 
 
 def test_a_hanging_server_times_out_and_the_run_ends(
