@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import time
 import uuid
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 T0 = time.perf_counter()
@@ -29,32 +29,16 @@ if TYPE_CHECKING:
 
     from regional_etl.io.warehouse import WarehousePaths
 
-USD_PER_UNIT_QUANTUM = Decimal("0.0000000001")
-
 
 def fx_rows(dates: list[str]) -> list[tuple[dt.date, str, Decimal]]:
-    """What the FX service answers, computed in-process from the bundled ECB history.
-
-    Same numbers as `FXRatesResource`: units per USD rounded to 6 places by the service, then
-    inverted and rounded half-up to 10 places.
-    """
+    """What `fx_rates` publishes for these dates, from the bundled FX source in-process."""
     from regional_etl.contract import CURRENCIES
-    from regional_etl.fx.rates import rates_for
+    from regional_etl.fx.rates import BundledSource
 
     rows = []
-    for date in dates:
-        day = dt.date.fromisoformat(date)
-        others = [c for c in CURRENCIES if c != "USD"]
-        _, per_usd = rates_for(day, "USD", others)
-        for currency in CURRENCIES:
-            usd_per_unit = (
-                Decimal(1)
-                if currency == "USD"
-                else (Decimal(1) / Decimal(str(float(per_usd[currency])))).quantize(
-                    USD_PER_UNIT_QUANTUM, rounding=ROUND_HALF_UP
-                )
-            )
-            rows.append((day, currency, usd_per_unit))
+    for day in map(dt.date.fromisoformat, dates):
+        quote = BundledSource().get_usd_rates(day, CURRENCIES)
+        rows.extend((day, currency, quote.usd_per_unit[currency]) for currency in CURRENCIES)
     return rows
 
 

@@ -30,7 +30,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from regional_etl import http, settings
+from regional_etl import settings
+from regional_etl.io import http_retry
 
 PARTITION_TAG_PREFIX = "dagster/partition"
 BACKFILL_TAG = "dagster/backfill"
@@ -114,7 +115,7 @@ class AlertWebhookResource(ConfigurableResource):
         if not self.url:
             return None
         where = redact_url(self.url)
-        result = http.send(
+        result = http_retry.send(
             "POST",
             self.url,
             what=f"alert webhook {where}",

@@ -103,7 +103,7 @@ SPARK_STATE_DIR = Setting(
 FX_URL = Setting(
     "REGIONAL_ETL_FX_URL",
     None,
-    "FX service base URL; unset: each run serves the bundled ECB history on a loopback port",
+    "FX service base URL; unset: runs read the bundled ECB history in-process",
 )
 BREAKER_STORAGE = Setting(
     "REGIONAL_ETL_BREAKER_STORAGE",

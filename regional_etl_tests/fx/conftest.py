@@ -10,7 +10,7 @@ import json
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -80,9 +80,8 @@ MakeResource = Callable[..., FXRatesResource]
 
 
 @pytest.fixture
-def make_resource(fx_server: FaultyFXServer, breaker_url: str) -> Iterator[MakeResource]:
-    """Build and set up resources pointed at `fx_server`, with fast retries; tear all down after."""
-    made: list[FXRatesResource] = []
+def make_resource(fx_server: FaultyFXServer, breaker_url: str) -> MakeResource:
+    """Build and set up resources pointed at `fx_server`, with fast retries."""
 
     def make(**overrides: Any) -> FXRatesResource:
         config: dict[str, Any] = {
@@ -94,9 +93,6 @@ def make_resource(fx_server: FaultyFXServer, breaker_url: str) -> Iterator[MakeR
         }
         resource = FXRatesResource(**(config | overrides))
         resource.setup_for_execution(build_init_resource_context())
-        made.append(resource)
         return resource
 
-    yield make
-    for resource in made:
-        resource.teardown_after_execution(build_init_resource_context())
+    return make

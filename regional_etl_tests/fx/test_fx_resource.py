@@ -1,4 +1,5 @@
-"""FXRatesResource against a real FX server: rates, retries, timeouts and the shared breaker."""
+"""FXRatesResource against a real FX server (rates, retries, timeouts and the shared breaker),
+and without a URL, on the bundled history in-process."""
 
 from __future__ import annotations
 
@@ -10,21 +11,17 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pybreaker
 import pytest
 from dagster import asset, build_init_resource_context, materialize
 
-from regional_etl.resources.fx import (
-    FXCircuitOpenError,
-    FXPermanentError,
-    FXRatesResource,
-    FXTransientError,
-)
-from regional_etl.resources.fx_breaker import SQLiteCircuitBreakerStorage
+from regional_etl.fx.breaker import SQLiteCircuitBreakerStorage
+from regional_etl.fx.errors import FXCircuitOpenError, FXPermanentError, FXTransientError
+from regional_etl.fx.rates import BundledSource
+from regional_etl.resources.fx import FXRatesResource
 from regional_etl_tests.fx_faults import FaultyFXServer
 
 from .conftest import EcbRows, MakeResource, ServerControl
@@ -37,6 +34,12 @@ def expected_usd_per_unit(row: dict[str, str], code: str) -> Decimal:
     per_eur = Decimal(1) if code == "EUR" else Decimal(row[code])
     rate = (per_eur / Decimal(row["USD"])).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
     return (Decimal(1) / rate).quantize(Decimal("0.0000000001"), ROUND_HALF_UP)
+
+
+def breaker_state(fx: FXRatesResource) -> dict[str, Any]:
+    """The breaker's state as `fx_rates` metadata shows it (resources with a URL only)."""
+    assert fx.client is not None
+    return fx.client.breaker.snapshot()
 
 
 # --- rates --------------------------------------------------------------------------------------
@@ -54,7 +57,7 @@ def test_weekday_quote_matches_the_ecb_csv(
         "INR": expected_usd_per_unit(row, "INR"),
     }
     assert quote.attempts == 1
-    assert quote.source_url == f"{fx_control.url}/2024-03-15?from=USD&to=EUR,INR"
+    assert quote.source == f"{fx_control.url}/2024-03-15?from=USD&to=EUR,INR"
 
 
 def test_saturday_uses_friday_and_late_dates_use_the_last_day(
@@ -77,7 +80,7 @@ def test_usd_only_needs_no_conversion_but_still_asks_for_the_rate_date(
     quote = make_resource().get_usd_rates(FRIDAY + dt.timedelta(days=2), ["USD"])
     assert quote.usd_per_unit == {"USD": Decimal(1)}
     assert quote.rate_date == FRIDAY
-    assert quote.source_url == f"{fx_control.url}/2024-03-17?from=USD"
+    assert quote.source == f"{fx_control.url}/2024-03-17?from=USD"
 
 
 # --- permanent errors: no retry, no breaker failure ---------------------------------------------
@@ -102,8 +105,8 @@ def test_unknown_currency_is_permanent_and_does_not_open_the_breaker(
         assert caught.value.status == 422
         assert fx_control.url in str(caught.value)
     assert fx_control.stats() == {"total": 3, "by_status": {"422": 3}}  # one request per call
-    assert fx.breaker_state()["state"] == "closed"
-    assert fx.breaker_state()["fail_counter"] == 0
+    assert breaker_state(fx)["state"] == "closed"
+    assert breaker_state(fx)["fail_counter"] == 0
 
 
 def test_bad_payload_is_permanent_and_not_retried(
@@ -128,7 +131,7 @@ def test_seeded_503s_succeed_through_retries(
     fx = make_resource(max_attempts=6)
     quote = fx.get_usd_rates(FRIDAY, ["INR"])
     assert quote.attempts > 1
-    assert fx.retry_count == quote.attempts - 1
+    assert fx.client is not None and fx.client.retry_count == quote.attempts - 1
     assert fx_control.stats() == {
         "total": quote.attempts,
         "by_status": {"200": 1, "503": quote.attempts - 1},
@@ -217,7 +220,7 @@ try:
     print(json.dumps({"error": None}))
 except Exception as exc:
     print(json.dumps({"error": type(exc).__name__, "message": str(exc),
-                      "state": fx.breaker_state()["state"]}))
+                      "state": fx.client.breaker.snapshot()["state"]}))
 """
 
 
@@ -248,8 +251,8 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
         for expected_counter in (1, 2):
             with pytest.raises(FXTransientError):
                 fx.get_usd_rates(FRIDAY, ["INR"])
-            assert fx.breaker_state()["fail_counter"] == expected_counter
-        state = fx.breaker_state()
+            assert breaker_state(fx)["fail_counter"] == expected_counter
+        state = breaker_state(fx)
         assert state["state"] == "open" and state["reopens_at"]
         assert fx_control.stats()["total"] == 4
 
@@ -276,7 +279,7 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
         fx.get_usd_rates(FRIDAY, ["INR"])
     assert probe_failure.value.attempts == 1
     assert fx_control.stats()["total"] == 5
-    state = fx.breaker_state()
+    state = breaker_state(fx)
     assert state["state"] == "open"
 
     # The service recovers: the next probe succeeds and closes the breaker.
@@ -285,7 +288,7 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
     quote = fx.get_usd_rates(FRIDAY, ["INR"])
     assert quote.attempts == 1
     assert fx_control.stats()["total"] == 6
-    assert fx.breaker_state() | {"opened_at": None} == {
+    assert breaker_state(fx) | {"opened_at": None} == {
         "name": "fx-rates",
         "state": "closed",
         "fail_counter": 0,
@@ -293,14 +296,15 @@ def test_outage_opens_the_breaker_for_every_process_until_a_probe_succeeds(
         "opened_at": None,
         "reopens_at": None,
     }
-    assert [(t.old_state, t.new_state) for t in fx.pop_breaker_transitions()] == [
+    assert fx.client is not None
+    assert [(t.old_state, t.new_state) for t in fx.client.breaker.pop_transitions()] == [
         ("closed", "open"),
         ("open", "half-open"),
         ("half-open", "open"),
         ("open", "half-open"),
         ("half-open", "closed"),
     ]
-    assert fx.pop_breaker_transitions() == []
+    assert fx.client.breaker.pop_transitions() == []
 
 
 def test_sqlite_storage_is_shared_and_counts_atomically(tmp_path):
@@ -335,20 +339,28 @@ def test_sqlite_storage_is_shared_and_counts_atomically(tmp_path):
 # --- lifecycle and Dagster wiring ---------------------------------------------------------------
 
 
-def test_without_base_url_the_resource_serves_the_bundled_history(breaker_url: str):
-    fx = FXRatesResource(breaker_storage_url=breaker_url)
-    context = build_init_resource_context()
-    fx.setup_for_execution(context)
-    url = fx.service_url
-    try:
-        assert url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(f"{url}/{FRIDAY}?from=USD&to=INR", timeout=5) as response:
-            assert json.loads(response.read())["date"] == "2024-03-15"
-        assert fx.get_usd_rates(FRIDAY, ["INR"]).rate_date == FRIDAY
-    finally:
-        fx.teardown_after_execution(context)
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(f"{url}/latest", timeout=2)
+def test_without_base_url_the_resource_reads_the_bundled_history_in_process(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, ecb_rows: EcbRows
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    threads = threading.active_count()
+    fx = FXRatesResource()
+    fx.setup_for_execution(build_init_resource_context())
+    quote = fx.get_usd_rates(FRIDAY + dt.timedelta(days=1), ["usd", "INR"])
+    assert quote.rate_date == FRIDAY
+    assert quote.usd_per_unit == {
+        "USD": Decimal(1),
+        "INR": expected_usd_per_unit(ecb_rows[FRIDAY], "INR"),
+    }
+    assert (quote.attempts, quote.source) == (0, BundledSource.name)
+    assert fx.latest_rate_date() == max(ecb_rows)
+    with pytest.raises(FXPermanentError, match="before the ECB history") as caught:
+        fx.get_usd_rates(dt.date(1998, 12, 31), ["INR"])
+    assert (caught.value.attempts, caught.value.status) == (0, None)
+    # No server thread, no HTTP, no breaker and so no breaker file.
+    assert threading.active_count() == threads
+    assert fx.client is None and isinstance(fx.source, BundledSource)
+    assert not (tmp_path / "fx_circuit_breaker.sqlite").exists()
 
 
 def test_default_breaker_storage_lives_in_dagster_home(
@@ -357,7 +369,7 @@ def test_default_breaker_storage_lives_in_dagster_home(
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     fx = FXRatesResource(base_url=fx_server.url)
     fx.setup_for_execution(build_init_resource_context())
-    assert fx.breaker_state()["state"] == "closed"
+    assert breaker_state(fx)["state"] == "closed"
     assert (tmp_path / "fx_circuit_breaker.sqlite").is_file()
 
 

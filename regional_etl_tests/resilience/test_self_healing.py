@@ -11,8 +11,8 @@ from dagster import Backoff, Jitter, instance_for_test
 from dagster._core.instance.config import dagster_instance_config
 
 from regional_etl import settings
+from regional_etl.fx.breaker import SQLiteCircuitBreakerStorage
 from regional_etl.policies import fx_retry_policy
-from regional_etl.resources.fx_breaker import SQLiteCircuitBreakerStorage
 
 PROJECT = Path(__file__).resolve().parents[2]
 FX_RETRIES_ENV = settings.FX_STEP_RETRIES.name

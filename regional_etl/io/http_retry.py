@@ -48,11 +48,7 @@ class _ReportingRetry(Retry):
 
     def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         try:
-            retry_after = (
-                self.get_retry_after(response)
-                if response is not None and self.respect_retry_after_header
-                else None
-            )
+            retry_after = self.get_retry_after(response) if response is not None else None
         except InvalidHeader:
             retry_after = None
         delay = min(retry_after, self.backoff_max) if retry_after else self.get_backoff_time()
@@ -93,7 +89,6 @@ def send(
         backoff_factor=backoff_seconds,
         backoff_jitter=backoff_seconds,
         backoff_max=backoff_max_seconds,
-        respect_retry_after_header=True,
         raise_on_status=False,
     )
     retry.report = report

@@ -1,4 +1,4 @@
-"""What can go wrong when asking the FX service, split by what a caller should do about it."""
+"""What can go wrong when asking for FX rates, split by what a caller should do about it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 
 class FXError(Exception):
-    """An FX call failed after `attempts` HTTP requests."""
+    """An FX call failed after `attempts` HTTP requests (0: the bundled history, no HTTP)."""
 
     def __init__(self, message: str, attempts: int = 0, status: int | None = None) -> None:
         super().__init__(message)
@@ -19,8 +19,8 @@ class FXTransientError(FXError):
 
 
 class FXPermanentError(FXError):
-    """The service answered, but not usefully (4xx other than 429, an unusable body): asking
-    again gets the same answer."""
+    """The source answered, but not usefully (4xx other than 429, an unusable body, a date or
+    currency the history lacks): asking again gets the same answer."""
 
 
 class FXCircuitOpenError(FXError):

@@ -25,7 +25,7 @@ import pybreaker
 from dagster import get_dagster_logger
 
 from regional_etl import settings
-from regional_etl.resources.fx_errors import FXCircuitOpenError, FXTransientError
+from regional_etl.fx.errors import FXCircuitOpenError, FXTransientError
 
 T = TypeVar("T")
 BREAKER_NAME = "fx-rates"  # one breaker for every process that shares the storage
