@@ -10,7 +10,6 @@ backfill iteration and executes its runs in-process, one after the other.
 
 from __future__ import annotations
 
-import datetime as dt
 import textwrap
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -31,9 +30,14 @@ from dagster import (
     RunsFilter,
 )
 
-from regional_etl.contract import REGIONS, validate_date, validate_region
+from regional_etl.contract import REGIONS, validate_region
 from regional_etl.io.landing import DropNotReadyError, ready_drop
-from regional_etl.partitions import DateRegion, daily_partitions, date_region_partitions
+from regional_etl.partitions import (
+    DateRegion,
+    daily_partitions,
+    date_range,
+    date_region_partitions,
+)
 
 BACKFILL_ID_TAG = "dagster/backfill"
 LOCATION_NAME = "regional_etl"  # workspace.yaml's name: runs link to the same location in the UI
@@ -135,20 +139,6 @@ class BackfillReport:
 
     def count(self, status: Status | str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
-
-
-def date_range(start: str, end: str, names: tuple[str, str] = ("--start", "--end")) -> list[str]:
-    """Every date from `start` to `end`, both included; errors name the fields as the caller's
-    user typed them (`names`: the CLI's flags by default, a run config's fields in the UI)."""
-    first_name, last_name = names
-    try:
-        first = dt.date.fromisoformat(validate_date(start))
-        last = dt.date.fromisoformat(validate_date(end))
-    except ValueError as exc:
-        raise ValueError(f"{first_name} / {last_name}: {exc}") from None
-    if last < first:
-        raise ValueError(f"{last_name} {end} is before {first_name} {start}")
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 def run_backfill(
