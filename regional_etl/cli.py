@@ -164,6 +164,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         args.end.isoformat(),
         regions=args.regions,
         progress=_ProgressBar(),
+        webserver=getattr(args, "webserver", None),
     )
     print(format_report(report))
     return backfill_exit_status(report)
@@ -225,12 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill",
         help="run the pipeline for a date range and report",
         description="Run every asset over the ready drops of a date range as one Dagster asset "
-        "backfill, and report each (date, region).",
+        "backfill, and report each (date, region). With a dagster-daemon running on the "
+        "instance of $DAGSTER_HOME, the daemon executes it and the UI's Backfills page lists it. "
+        "Without one, this command executes the same runs itself, one after the other; only "
+        "the daemon records a backfill, so the Backfills page does not list it, but its runs "
+        "carry its tag: the Runs page shows them with 'Show runs within backfills' or the tag "
+        "filter dagster/backfill=<id>.",
         epilog=BACKFILL_EXIT_HELP,
     )
     bf.add_argument("--start", type=_date, required=True)
     bf.add_argument("--end", type=_date, required=True)
     bf.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
+    bf.add_argument(
+        "--webserver",
+        metavar="URL",
+        help="base URL of the Dagster webserver of the instance (e.g. http://127.0.0.1:3000): "
+        "a backfill for the daemon is submitted to its GraphQL API (default: the same API, "
+        "served in this process)",
+    )
 
     demo = sub.add_parser("demo", help="generate a week of data and materialize everything")
     demo.add_argument("--rows", type=_positive_int, default=2000)
