@@ -129,28 +129,49 @@ def _instance():
 
 
 class _ProgressBar:
-    """One line that redraws in a terminal; a line per change when the output is a file."""
+    """rich's progress bar on stdout: redrawn in place in a terminal, a line per change when the
+    output is a file or a pipe."""
 
-    def __init__(self, width: int = 30) -> None:
-        self.width, self.last = width, ""
+    def __init__(self) -> None:
+        from rich import progress as rich_progress
+        from rich.console import Console
+
+        from regional_etl.backfill import REPORT_WIDTH
+
+        self.console = Console(file=sys.stdout)
+        if not self.console.is_terminal:  # a file has no width: the summary's
+            self.console.width = REPORT_WIDTH
+        self.bar = rich_progress.Progress(
+            rich_progress.BarColumn(bar_width=30),
+            "{task.fields[done]}/{task.fields[targeted]} partitions published, "
+            "{task.fields[failed]} failed  {task.fields[status]}",
+            console=self.console,
+        )
+        fields = {"done": 0, "targeted": 0, "failed": 0, "status": ""}
+        self.task = self.bar.add_task("backfill", total=None, **fields)
+        self.last: Progress | None = None
 
     def __call__(self, progress: Progress) -> None:
         from regional_etl.backfill import TERMINAL
 
-        total = max(progress.total, 1)
-        filled = round(self.width * (progress.done + progress.failed) / total)
-        line = (
-            f"[{'#' * filled}{'.' * (self.width - filled)}] {progress.done}/{progress.total} "
-            f"partitions published, {progress.failed} failed  {progress.status.lower()}"
-        )
-        if line == self.last:
+        if progress == self.last:
             return
-        self.last = line
-        if sys.stdout.isatty():
-            end = "\n" if progress.status in TERMINAL else ""
-            print(f"\r{line}", end=end, flush=True)
-        else:
-            print(line, flush=True)
+        self.last = progress
+        self.bar.update(
+            self.task,
+            completed=progress.done + progress.failed,
+            total=max(progress.total, 1),
+            done=progress.done,
+            targeted=progress.total,
+            failed=progress.failed,
+            status=progress.status.lower(),
+        )
+        if not self.console.is_terminal:
+            self.console.print(self.bar)
+            return
+        self.bar.start()
+        if progress.status in TERMINAL:
+            self.bar.stop()  # the last state stays on screen
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
