@@ -213,7 +213,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         "\nOpen the UI:  DAGSTER_HOME="
         f"{home} .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000\n"
-        "then browse http://127.0.0.1:3000 (assets, partitions, runs of this demo)."
+        "then browse http://127.0.0.1:3000 (assets, partitions; the runs of this demo on the "
+        "Runs page with 'Show runs within backfills')."
     )
     return code
 

@@ -23,6 +23,7 @@ from regional_etl import backfill
 from regional_etl.backfill import daemon
 from regional_etl.backfill.report import collect_report
 from regional_etl.checks import ORDERS_GATES, Verdict, partition_check_results
+from regional_etl.definitions import defs
 from regional_etl.partitions import DateRegion, date_region_partitions
 from regional_etl_tests.conftest import Pipeline
 from regional_etl_tests.e2e_support import dagster_dev, loaded_location, product_env
@@ -72,7 +73,7 @@ def test_a_webserver_takes_the_same_backfill_over_http(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = product_env(home, tmp_path / "landing", tmp_path / "warehouse")
+    env = product_env(home, tmp_path / "landing", tmp_path / "warehouse", PYTHONPATH=str(REPO))
     ready = [DateRegion("2024-03-04", "eu-west"), DateRegion("2024-03-05", "eu-west")]
     with (
         dagster_dev(
@@ -81,8 +82,6 @@ def test_a_webserver_takes_the_same_backfill_over_http(tmp_path: Path) -> None:
         DagsterInstance.from_config(str(home)) as instance,
     ):
         loaded_location(web)
-        from regional_etl.definitions import defs
-
         with daemon.graphql_api(defs, instance, webserver=web.url + "/") as graphql:
             with pytest.raises(RuntimeError, match="no-such-backfill"):
                 daemon.progress(graphql, "no-such-backfill", ORDERS)

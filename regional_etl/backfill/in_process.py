@@ -81,10 +81,9 @@ def execute(
                 result = job.execute_in_process(
                     instance=instance, asset_selection=asset_keys, tags=tags, raise_on_error=False
                 )
-            for event in result.get_asset_materialization_events():
-                if event.asset_key in published:
-                    published[event.asset_key].add(str(event.partition))
+            done = {(e.asset_key, e.partition) for e in result.get_asset_materialization_events()}
             for key in asset_keys:
+                published[key] |= {str(p) for k, p in done if k == key and p is not None}
                 failed[key] |= requested[key] - published[key]
 
 
