@@ -151,9 +151,14 @@ class _ProgressBar:
         self.task = self.bar.add_task("backfill", total=None, **fields)
         self.last: Progress | None = None
 
-    def __call__(self, progress: Progress) -> None:
-        from regional_etl.backfill import TERMINAL
+    def __enter__(self) -> _ProgressBar:
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        if self.console.is_terminal:
+            self.bar.stop()  # the last state stays on screen, and the cursor comes back
+
+    def __call__(self, progress: Progress) -> None:
         if progress == self.last:
             return
         self.last = progress
@@ -166,27 +171,26 @@ class _ProgressBar:
             failed=progress.failed,
             status=progress.status.lower(),
         )
-        if not self.console.is_terminal:
+        if self.console.is_terminal:
+            self.bar.start()
+        else:
             self.console.print(self.bar)
-            return
-        self.bar.start()
-        if progress.status in TERMINAL:
-            self.bar.stop()  # the last state stays on screen
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from regional_etl.backfill import format_report, run_backfill
     from regional_etl.definitions import defs
 
-    report = run_backfill(
-        defs,
-        _instance(),
-        args.start.isoformat(),
-        args.end.isoformat(),
-        regions=args.regions,
-        progress=_ProgressBar(),
-        webserver=getattr(args, "webserver", None),
-    )
+    with _ProgressBar() as progress:
+        report = run_backfill(
+            defs,
+            _instance(),
+            args.start.isoformat(),
+            args.end.isoformat(),
+            regions=args.regions,
+            progress=progress,
+            webserver=getattr(args, "webserver", None),
+        )
     print(format_report(report))
     return backfill_exit_status(report)
 
