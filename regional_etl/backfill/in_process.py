@@ -71,9 +71,13 @@ def execute(
                 keys.discard(partition)
         if not requested:
             return state("COMPLETED_FAILED" if any(failed.values()) else "COMPLETED_SUCCESS")
-        for asset_keys, first, last in _runs(defs, requested):
+        for asset_keys, partitions in _runs(defs, requested):
             progress(state("REQUESTED"))
-            tags = {BACKFILL_ID_TAG: backfill_id, RANGE_START_TAG: first, RANGE_END_TAG: last}
+            tags = {
+                BACKFILL_ID_TAG: backfill_id,
+                RANGE_START_TAG: partitions[0],
+                RANGE_END_TAG: partitions[-1],
+            }
             # The runs print what a daemon's runs print to their own processes: their event
             # log (also on the instance, the UI's run page) and library warnings. The terminal
             # keeps the progress bar and the summary; the rest goes to a file.
@@ -84,7 +88,7 @@ def execute(
             done = {(e.asset_key, e.partition) for e in result.get_asset_materialization_events()}
             for key in asset_keys:
                 published[key] |= {str(p) for k, p in done if k == key and p is not None}
-                failed[key] |= requested[key] - published[key]
+                failed[key] |= set(partitions) - published[key]
 
 
 def _read_by(partition: str, parent_keys: Collection[str]) -> list[str]:
@@ -99,8 +103,8 @@ def _read_by(partition: str, parent_keys: Collection[str]) -> list[str]:
 
 def _runs(
     defs: Definitions, requested: Mapping[AssetKey, Collection[str]]
-) -> list[tuple[list[AssetKey], str, str]]:
-    """The runs (assets, first and last partition of the range) Dagster's backfill makes of
+) -> list[tuple[list[AssetKey], list[str]]]:
+    """The runs (assets, the partitions of their range) Dagster's backfill makes of
     `requested`: the assets with the same partitions, partition definition and backfill policy
     together, one run per contiguous range of their partitions (for (date, region), one per
     value of the dimension with fewer values), a `multi_run` policy's range cut into runs of at
@@ -119,6 +123,5 @@ def _runs(
             # No policy: a run per partition; single_run: no limit.
             size = (policy.max_partitions_per_run if policy else 1) or len(in_range)
             for i in range(0, len(in_range), size):
-                chunk = in_range[i : i + size]
-                runs.append((sorted(asset_keys, key=str), chunk[0], chunk[-1]))
-    return sorted(runs, key=lambda run: (run[1], str(run[0])))
+                runs.append((sorted(asset_keys, key=str), in_range[i : i + size]))
+    return sorted(runs, key=lambda run: (run[1][0], str(run[0])))
