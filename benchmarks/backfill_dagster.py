@@ -1,5 +1,6 @@
-"""Worker (b): our backfill path, `regional_etl.backfill.run_backfill` (a Dagster asset backfill
-driven in this one process, as `regional-etl backfill` drives it without a daemon).
+"""Worker (b): our backfill path, `regional_etl.backfill.run_backfill` (the runs of a Dagster
+asset backfill executed in this one process, as `regional-etl backfill` executes them without a
+daemon).
 
 Started by the entry command in a fresh process (so the wall time it measures includes Python
 imports, as `regional-etl backfill` would pay). Resources mirror the test suite's `pipeline`

@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.classic_spark import start_session
     from benchmarks.common import emit
-    from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
+    from regional_etl.partitions import date_range
     from regional_etl.resources.warehouse import WarehouseResource
 
     dates = date_range(args.start, args.end)

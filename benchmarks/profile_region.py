@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.bare_spark import write_fx
     from benchmarks.classic_spark import start_session
     from benchmarks.common import emit
-    from regional_etl.backfill import date_range
+    from regional_etl.partitions import date_range
     from regional_etl.resources.warehouse import WarehouseResource
 
     started = time.perf_counter()

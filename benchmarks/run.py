@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CLASSIC_ON_SERVER] = "1"
 
     from regional_etl import spark_server
-    from regional_etl.backfill import date_range
     from regional_etl.contract import REGIONS
     from regional_etl.fx.server import FXServer
+    from regional_etl.partitions import date_range
 
     started_at = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="regional-etl-bench-", dir=args.work))

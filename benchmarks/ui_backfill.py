@@ -114,10 +114,10 @@ def run_ui_backfill(
 ) -> dict[str, Any]:
     """(u) once; `stop` (set by another thread) ends it, and its `dagster dev`, at the next
     poll."""
-    from regional_etl.backfill import LAUNCH, STATUS, TERMINAL, backfill_params, date_range
+    from regional_etl.backfill import LAUNCH, STATUS, TERMINAL, backfill_params
     from regional_etl.contract import REGIONS
     from regional_etl.definitions import defs
-    from regional_etl.partitions import DateRegion
+    from regional_etl.partitions import DateRegion, date_range
 
     home = dagster_home(work / f"home-{name}")
     product = yaml.safe_load((PROJECT / "dagster.yaml").read_text())

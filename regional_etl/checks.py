@@ -21,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from regional_etl import dagster_private
 from regional_etl.contract import REGIONS
 from regional_etl.transforms.gates import PartitionStats
 
@@ -238,24 +239,18 @@ def partition_check_results(
     check outputs. Emit the materializations first: a blocked partition has none to aim at.
 
     Dagster 1.13 has no public API for this: `AssetCheckResult` takes no partition (it reports on
-    the step's single partition key, and on none inside a range run), and the
-    `AssetCheckEvaluation` it builds carries a target type that is not exported,
-    `AssetCheckEvaluationTargetMaterializationData`. Without a target, Dagster takes the result
-    for a stale one and `all_deps_blocking_checks_passed` never passes. The check outputs must
-    still be yielded, by output names only `AssetsDefinition.get_output_name_for_asset_check_key`
-    (not public) knows. `test_gates.py` fails when Dagster moves, so this is looked at again.
+    the step's single partition key, and on none inside a range run), and the target of an
+    `AssetCheckEvaluation` is of a type that is not exported. Without a target, Dagster takes the
+    result for a stale one and `all_deps_blocking_checks_passed` never passes. Both private
+    uses are in `dagster_private`, whose test fails when Dagster moves them.
     """
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData,
-    )
-
     asset_key = step_asset_key(context, asset)
     for partition, partition_verdicts in verdicts.items():
         records = context.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
         ).records
         target = (
-            AssetCheckEvaluationTargetMaterializationData(
+            dagster_private.materialization_target(
                 run_id=records[0].event_log_entry.run_id,
                 storage_id=records[0].storage_id,
                 timestamp=records[0].timestamp,
@@ -276,4 +271,4 @@ def partition_check_results(
                 description=v.gate.description,
             )
     for key in context.selected_asset_check_keys:
-        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+        yield Output(None, output_name=dagster_private.check_output_name(context.assets_def, key))

@@ -129,42 +129,68 @@ def _instance():
 
 
 class _ProgressBar:
-    """One line that redraws in a terminal; a line per change when the output is a file."""
+    """rich's progress bar on stdout: redrawn in place in a terminal, a line per change when the
+    output is a file or a pipe."""
 
-    def __init__(self, width: int = 30) -> None:
-        self.width, self.last = width, ""
+    def __init__(self) -> None:
+        from rich import progress as rich_progress
+        from rich.console import Console
+
+        from regional_etl.backfill import REPORT_WIDTH
+
+        self.console = Console(file=sys.stdout)
+        if not self.console.is_terminal:  # a file has no width: the summary's
+            self.console.width = REPORT_WIDTH
+        self.bar = rich_progress.Progress(
+            rich_progress.BarColumn(bar_width=30),
+            "{task.fields[done]}/{task.fields[targeted]} partitions published, "
+            "{task.fields[failed]} failed  {task.fields[status]}",
+            console=self.console,
+        )
+        fields = {"done": 0, "targeted": 0, "failed": 0, "status": ""}
+        self.task = self.bar.add_task("backfill", total=None, **fields)
+        self.last: Progress | None = None
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.console.is_terminal:
+            self.bar.stop()  # the last state stays on screen, and the cursor comes back
 
     def __call__(self, progress: Progress) -> None:
-        from regional_etl.backfill import TERMINAL
-
-        total = max(progress.total, 1)
-        filled = round(self.width * (progress.done + progress.failed) / total)
-        line = (
-            f"[{'#' * filled}{'.' * (self.width - filled)}] {progress.done}/{progress.total} "
-            f"partitions published, {progress.failed} failed  {progress.status.lower()}"
-        )
-        if line == self.last:
+        if progress == self.last:
             return
-        self.last = line
-        if sys.stdout.isatty():
-            end = "\n" if progress.status in TERMINAL else ""
-            print(f"\r{line}", end=end, flush=True)
+        self.last = progress
+        self.bar.update(
+            self.task,
+            completed=progress.done + progress.failed,
+            total=max(progress.total, 1),
+            done=progress.done,
+            targeted=progress.total,
+            failed=progress.failed,
+            status=progress.status.lower(),
+        )
+        if self.console.is_terminal:
+            self.bar.start()
         else:
-            print(line, flush=True)
+            self.console.print(self.bar)
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from regional_etl.backfill import format_report, run_backfill
     from regional_etl.definitions import defs
 
-    report = run_backfill(
-        defs,
-        _instance(),
-        args.start.isoformat(),
-        args.end.isoformat(),
-        regions=args.regions,
-        progress=_ProgressBar(),
-    )
+    with _ProgressBar() as progress:
+        report = run_backfill(
+            defs,
+            _instance(),
+            args.start.isoformat(),
+            args.end.isoformat(),
+            regions=args.regions,
+            progress=progress,
+            webserver=getattr(args, "webserver", None),
+        )
     print(format_report(report))
     return backfill_exit_status(report)
 
@@ -191,7 +217,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         "\nOpen the UI:  DAGSTER_HOME="
         f"{home} .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000\n"
-        "then browse http://127.0.0.1:3000 (assets, partitions, runs of this demo)."
+        "then browse http://127.0.0.1:3000 (assets, partitions; the runs of this demo on the "
+        "Runs page with 'Show runs within backfills')."
     )
     return code
 
@@ -225,12 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill",
         help="run the pipeline for a date range and report",
         description="Run every asset over the ready drops of a date range as one Dagster asset "
-        "backfill, and report each (date, region).",
+        "backfill, and report each (date, region). With a dagster-daemon running on the "
+        "instance of $DAGSTER_HOME, the daemon executes it and the UI's Backfills page lists it. "
+        "Without one, this command executes the same runs itself, one after the other; only "
+        "the daemon records a backfill, so the Backfills page does not list it, but its runs "
+        "carry its tag: the Runs page shows them with 'Show runs within backfills' or the tag "
+        "filter dagster/backfill=<id>.",
         epilog=BACKFILL_EXIT_HELP,
     )
     bf.add_argument("--start", type=_date, required=True)
     bf.add_argument("--end", type=_date, required=True)
     bf.add_argument("--regions", nargs="+", default=list(REGIONS), choices=REGIONS)
+    bf.add_argument(
+        "--webserver",
+        metavar="URL",
+        help="base URL of the Dagster webserver of the instance (e.g. http://127.0.0.1:3000): "
+        "a backfill for the daemon is submitted to its GraphQL API (default: the same API, "
+        "served in this process)",
+    )
 
     demo = sub.add_parser("demo", help="generate a week of data and materialize everything")
     demo.add_argument("--rows", type=_positive_int, default=2000)

@@ -6,6 +6,7 @@ dimensions by name: ``date`` then ``region``).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from dagster import (
@@ -80,3 +81,17 @@ def run_date_regions(context: AssetExecutionContext) -> list[DateRegion]:
 def run_dates(context: AssetExecutionContext) -> list[str]:
     """The dates of this run, for a daily asset (one, or a range)."""
     return sorted(validate_date(k) for k in context.partition_keys)
+
+
+def date_range(start: str, end: str, names: tuple[str, str] = ("--start", "--end")) -> list[str]:
+    """Every date from `start` to `end`, both included; errors name the fields as the caller's
+    user typed them (`names`: the CLI's flags by default, a run config's fields in the UI)."""
+    first_name, last_name = names
+    try:
+        first = dt.date.fromisoformat(validate_date(start))
+        last = dt.date.fromisoformat(validate_date(end))
+    except ValueError as exc:
+        raise ValueError(f"{first_name} / {last_name}: {exc}") from None
+    if last < first:
+        raise ValueError(f"{last_name} {end} is before {first_name} {start}")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

@@ -1,12 +1,17 @@
-"""The backfill front end's use of Dagster internals, checked without Spark: it fails loudly on a
-Dagster upgrade that moves them; and its summary, from real runs of a stand-in `orders` asset.
-The behaviour itself (range runs, a blocked date, the daemon executing a backfill the command
-submitted) is tested in test_gates.py and test_e2e.py."""
+"""The backfill front end without Spark: the backfill it hands to a daemon, submitted as the UI
+submits it (in-process and to a real webserver); and its summary, from real runs of a stand-in
+`orders` asset. The behaviour itself (range runs, a blocked date, the daemon executing a
+backfill the command submitted) is tested in test_gates.py and test_e2e.py; the private Dagster
+APIs it needs in test_dagster_private.py."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from dagster import (
+    AssetKey,
     DagsterInstance,
     Failure,
     MaterializeResult,
@@ -15,19 +20,24 @@ from dagster import (
 )
 
 from regional_etl import backfill
+from regional_etl.backfill import daemon
+from regional_etl.backfill.report import collect_report
 from regional_etl.checks import ORDERS_GATES, Verdict, partition_check_results
+from regional_etl.definitions import defs
 from regional_etl.partitions import DateRegion, date_region_partitions
 from regional_etl_tests.conftest import Pipeline
+from regional_etl_tests.e2e_support import dagster_dev, loaded_location, product_env
+
+REPO = Path(__file__).resolve().parents[1]
+ORDERS = AssetKey("orders")
 
 
 def test_an_in_process_workspace_serves_the_backfill_graphql(
     pipeline: Pipeline, instance: DagsterInstance
 ) -> None:
-    """Dagster has no public API to submit or drive an asset backfill without a webserver; when
-    this fails, look for one (or for where the workspace, instance-ref and daemon-iteration
-    internals moved) before patching `regional_etl/backfill.py`."""
-    from dagster._daemon.backfill import execute_backfill_jobs  # noqa: F401  (moved = loud)
-
+    """With a daemon but no webserver URL, the backfill goes to the webserver's GraphQL API served
+    in this process (`dagster_private.in_process_graphql`): the same mutation, the same backfill
+    on the instance."""
     ready = [DateRegion("2024-03-04", "eu-west")]
     params = backfill.backfill_params(pipeline.defs, ready, "guard")
     assert {tuple(s["assetKey"]["path"]) for s in params["partitionsByAssets"]} == {
@@ -46,15 +56,43 @@ def test_an_in_process_workspace_serves_the_backfill_graphql(
         ("orders_quarantine",),
     }
     assert not backfill.daemon_running(instance)
-    with backfill._workspace(pipeline.defs, instance, in_process=True) as workspace:
+    with daemon.graphql_api(pipeline.defs, instance) as graphql:
         with pytest.raises(RuntimeError, match="no-such-backfill"):
-            backfill._progress(workspace, "no-such-backfill")
+            daemon.progress(graphql, "no-such-backfill", ORDERS)
         # Submitted exactly as the UI submits it, it is an asset backfill on the instance.
-        backfill_id = backfill._launch(workspace, pipeline.defs, ready, "guard")
-        assert backfill._progress(workspace, backfill_id).total == 1
+        backfill_id = daemon.launch(graphql, params)
+        assert daemon.progress(graphql, backfill_id, ORDERS).total == 1
     submitted = instance.get_backfill(backfill_id)
     assert submitted is not None and submitted.is_asset_backfill
     assert submitted.title == "guard"
+
+
+@pytest.mark.slow
+def test_a_webserver_takes_the_same_backfill_over_http(tmp_path: Path) -> None:
+    """`--webserver URL`: the backfill for the daemon goes to a real webserver's /graphql."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = product_env(home, tmp_path / "landing", tmp_path / "warehouse", PYTHONPATH=str(REPO))
+    ready = [DateRegion("2024-03-04", "eu-west"), DateRegion("2024-03-05", "eu-west")]
+    with (
+        dagster_dev(
+            "regional_etl.definitions", home, env, tmp_path / "web.log", daemon=False
+        ) as web,
+        DagsterInstance.from_config(str(home)) as instance,
+    ):
+        loaded_location(web)
+        with daemon.graphql_api(defs, instance, webserver=web.url + "/") as graphql:
+            with pytest.raises(RuntimeError, match="no-such-backfill"):
+                daemon.progress(graphql, "no-such-backfill", ORDERS)
+            params = backfill.backfill_params(defs, ready, "over http")
+            backfill_id = daemon.launch(graphql, params)
+            state = daemon.progress(graphql, backfill_id, ORDERS)
+        # No daemon here: it waits, as one launched from the UI would.
+        assert (state.status, state.total, state.done) == ("REQUESTED", 2, 0)
+        submitted = instance.get_backfill(backfill_id)
+        assert submitted is not None and submitted.is_asset_backfill
+        assert submitted.title == "over http"
 
 
 GATES = [ORDERS_GATES["ids_not_null"], ORDERS_GATES["quarantine_ratio"]]
@@ -99,7 +137,7 @@ def test_the_summary_tells_warnings_from_failures_and_keeps_every_reason_whole(
             tags={backfill.BACKFILL_ID_TAG: "b1"},
             raise_on_error=False,
         )
-    report = backfill._report(instance, "b1", ready, backfill.ORDERS)
+    report = collect_report(instance, "b1", ready, ORDERS)
     eu, us_east, us_west = (report.outcomes[str(p)] for p in ready)
     # A WARN check is a warning: the partition that published succeeded.
     assert (eu.status, eu.detail, eu.warnings) == (

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster import DagsterInstance
 
-from regional_etl.backfill import BackfillReport, PartitionOutcome, Status
+from regional_etl.backfill import BACKFILL_ID_TAG, BackfillReport, PartitionOutcome, Status
 from regional_etl.cli import EXIT_FAILED, EXIT_OK, EXIT_PENDING, backfill_exit_status, build_parser
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
@@ -86,6 +87,14 @@ def test_a_backfill_without_a_daemon_shows_progress_and_a_summary_only(
     [log] = (home / "logs").glob("backfill-*.log")
     assert f"run logs: {log}" in out.stdout
     assert "RUN_SUCCESS" in log.read_text()
+    # Every run is tagged with the backfill, so the UI groups them; only a daemon records the
+    # backfill itself (its row on the Backfills page).
+    backfill_id = out.stdout.split("backfill ", 1)[1].split()[0]
+    assert log.name == f"backfill-{backfill_id}.log"
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert runs and {r.tags.get(BACKFILL_ID_TAG) for r in runs} == {backfill_id}
+        assert instance.get_backfill(backfill_id) is None
 
 
 def test_backfill_exit_statuses_tell_pending_from_failed(
@@ -112,3 +121,6 @@ def test_backfill_exit_statuses_tell_pending_from_failed(
     backfill_help = " ".join(capsys.readouterr().out.split())
     assert "exit status: 0 everything targeted was published; 1 a partition" in backfill_help
     assert "3 nothing failed, but a drop is not ready yet" in backfill_help
+    # And what the UI shows of a backfill without a daemon.
+    assert "the Backfills page does not list it" in backfill_help
+    assert "dagster/backfill=<id>" in backfill_help

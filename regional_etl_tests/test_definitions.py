@@ -169,8 +169,8 @@ def test_the_release_diff_config_the_docs_give_is_what_dagster_accepts() -> None
 
     import yaml
 
-    from regional_etl.backfill import date_range
     from regional_etl.definitions_green import defs as green
+    from regional_etl.partitions import date_range
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "releases.md").read_text()
     (snippet,) = re.findall(r"`(ops: \{release_diff: .*?\}\}\})`", docs)

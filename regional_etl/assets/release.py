@@ -19,7 +19,7 @@ from dagster import (
 from pydantic import Field
 
 from regional_etl import catalog, release
-from regional_etl.backfill import date_range
+from regional_etl.partitions import date_range
 from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
