@@ -12,9 +12,10 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from regional_etl import dagster_private, http
+from regional_etl import dagster_private
 from regional_etl.backfill.report import Progress
 from regional_etl.dagster_private import GraphQL
+from regional_etl.io import http_retry
 
 LOCATION_NAME = "regional_etl"  # workspace.yaml's name: runs link to the same location in the UI
 # A daemon whose backfill loop has not reported for this long is taken as gone.
@@ -76,7 +77,7 @@ def graphql_api(
 
 
 def _post(url: str, query: str, variables: Mapping[str, Any]) -> Mapping[str, Any]:
-    sent = http.send(
+    sent = http_retry.send(
         "POST",
         url,
         what="Dagster GraphQL",
