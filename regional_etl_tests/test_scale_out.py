@@ -31,15 +31,15 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, instance_for_test
 
-from regional_etl import spark_server
 from regional_etl.backfill import Progress, run_backfill
 from regional_etl.contract import REGIONS, Table
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark import server as spark_server
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.conftest import SMALL_JVM, TEST_SPARK_CONF, Pipeline
 from regional_etl_tests.e2e_support import HOST, E2EError, free_port, isolated_env, wait_for
 from regional_etl_tests.procs import process_groups, process_stats

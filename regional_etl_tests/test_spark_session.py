@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from regional_etl import spark_server
-from regional_etl.resources.spark import SparkResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.procs import java_children
 
 
@@ -43,7 +42,7 @@ def test_every_resource_reaches_the_same_server(spark_server_state) -> None:
     one, two = SparkResource(), SparkResource()
     assert one.url() == two.url() == spark_server_state.url
     assert one.spark_session.range(3).count() == 3
-    assert spark_server.connected_clients(spark_server_state.port) >= 1
+    assert spark_server_state.connected_clients() >= 1
 
 
 def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_state) -> None:
@@ -78,7 +77,7 @@ def test_small_steps_evaluate_interpreted_and_large_ones_compiled(spark_server_s
 def test_an_endpoint_refusing_the_evaluation_settings_runs_the_step_anyway(
     spark_server_state, monkeypatch, caplog
 ) -> None:
-    from regional_etl.resources import spark as spark_resource
+    from regional_etl.spark import resource as spark_resource
 
     # Open-source Spark Connect has no way to forbid a session setting (no deny list), so no
     # real server here refuses the evaluation settings themselves. A static setting is refused

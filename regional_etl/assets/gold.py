@@ -24,8 +24,8 @@ from regional_etl.io.delta import (
 )
 from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
 from regional_etl.policies import SPARK_RETRY_POLICY
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl.transforms.revenue import daily_revenue as aggregate_revenue
 
 # When automation requests a date: after any region of it is re-materialized, history included

@@ -40,8 +40,8 @@ from regional_etl.resources.fx import (
     FXRatesResource,
     FXTransientError,
 )
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 FxEvent = AssetObservation | AssetMaterialization | MaterializeResult
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from dagster import ConfigurableResource, Failure, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
-from regional_etl import spark_server
+from regional_etl.spark import server
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -126,7 +126,7 @@ class SparkResource(ConfigurableResource):
     def _endpoint(self) -> tuple[str, str | None]:
         if self.remote:
             return self.remote, None
-        state = spark_server.ensure_running()
+        state = server.ensure_running()
         return state.url, state.server_id
 
     @contextmanager
@@ -142,7 +142,7 @@ class SparkResource(ConfigurableResource):
             raise Failure(
                 description=f"lost the connection to {where} ({type(exc).__name__}): the step's "
                 "retry reconnects, and a local server is started again if it died. "
-                f"Server log: {spark_server.state_dir() / spark_server.LOG_FILE}",
+                f"Server log: {server.state_dir() / server.LOG_FILE}",
                 allow_retries=True,
             ) from exc
 
