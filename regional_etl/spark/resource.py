@@ -29,16 +29,15 @@ SESSION_DEFAULTS: dict[str, str] = {
 
 # How a step's expressions are evaluated, by the size of its input. Spark compiles the
 # expressions of every query to bytecode (Janino), warm server or not: the compile is a fixed
-# cost per query, about a third of the server's CPU in a run of one (date, region), where a
-# query sees 25,000 rows. Interpreted evaluation skips it and is slower per row. Measured on a
-# warm local server (2 cores), bronze + silver: 25,000 lines 6.7 s interpreted against 9.4 s
-# compiled, 100,000 lines 9.4 s against 11.2 s, 400,000 lines 24.6 s against 17.7 s.
-# `factoryMode` is an internal Spark setting; NO_CODEGEN is its interpreted mode.
+# cost per query, a large share of the server's CPU when a query sees only a few thousand rows.
+# Interpreted evaluation skips it and is slower per row, so it wins on small inputs and loses
+# on large ones; the crossing point, measured, is in benchmarks/README.md ("Small steps
+# evaluated interpreted"). `factoryMode` is an internal Spark setting; NO_CODEGEN is its
+# interpreted mode.
 # Small steps also plan their queries once instead of adaptively: adaptive execution re-plans
 # at every shuffle from the sizes it measured, which pays off on large, skewed or badly
 # partitioned data and is pure overhead on a few MB in four shuffle partitions (Delta's own
-# log-replay queries included). Measured on a warm local server, 2,000-line regional runs:
-# about a quarter less server CPU per run.
+# log-replay queries included).
 INTERPRETED: dict[str, str] = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
@@ -75,8 +74,8 @@ class SparkResource(ConfigurableResource):
         default=100_000,
         description="Steps over at most this many input rows evaluate Spark expressions "
         "interpreted instead of compiling them, and plan without adaptive execution: both cost "
-        "more than they save on small inputs (one (date, region) of 25,000 lines: 30% faster). "
-        "0 always compiles and plans adaptively.",
+        "more than they save on small inputs (measured in benchmarks/README.md). 0 always "
+        "compiles and plans adaptively.",
     )
     connect_retries: int = Field(
         default=5,
