@@ -59,6 +59,11 @@ class SparkResource(ConfigurableResource):
     any Spark Connect endpoint that has the Delta extensions loaded: a standalone or Kubernetes
     cluster, or a managed service. The session is opened on first use, so steps that do not
     touch Spark, and loading the code location, connect to nothing.
+
+    Not dagster-pyspark's (Lazy)PySparkResource: its `spark_config` is fixed when the resource
+    is built, but the local server's URL is known only once `ensure_running` found or started it
+    and changes when it restarts; its `getOrCreate` hands back the process's existing session (to
+    the dead server, after a restart); it has no per-step sizing, retry policy or session stop.
     """
 
     remote: str | None = Field(
