@@ -36,11 +36,11 @@ def java_children(pid: int) -> list[int]:
 def group_members(pgids: set[int]) -> dict[int, str]:
     """pid -> psutil status of every process in the given process groups, zombies included."""
     found = {}
-    for process in psutil.process_iter(["status"]):
+    for process in psutil.process_iter():
         try:
             if os.getpgid(process.pid) in pgids:
-                found[process.pid] = process.info["status"]
-        except ProcessLookupError:
+                found[process.pid] = process.status()
+        except (ProcessLookupError, psutil.NoSuchProcess):
             continue  # exited since the listing
     return found
 
@@ -114,18 +114,14 @@ def marked_processes(value: str, words: tuple[str, ...] = ("java", "dagster")) -
     """pid -> command line of every live process whose environment carries SESSION_MARKER=value
     and whose command line mentions one of `words` (zombies are dead already: not counted)."""
     found = {}
-    for process in psutil.process_iter(["cmdline", "status"]):
-        cmdline = " ".join(process.info["cmdline"] or [])  # None: not ours to read
-        if (
-            process.pid == os.getpid()
-            or process.info["status"] == psutil.STATUS_ZOMBIE
-            or not any(w in cmdline for w in words)
-        ):
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
         try:
-            environ = process.environ()
+            # A zombie's command line is gone (ZombieProcess): dead already, not counted.
+            cmdline = " ".join(process.cmdline())
+            if any(w in cmdline for w in words) and process.environ().get(SESSION_MARKER) == value:
+                found[process.pid] = cmdline[:200]
         except psutil.Error:
-            continue  # gone, or not ours to read (another user's)
-        if environ.get(SESSION_MARKER) == value:
-            found[process.pid] = cmdline[:200]
+            continue  # gone, a zombie, or not ours to read (another user's)
     return found
