@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from regional_etl.checks import QualityGateResource
     from regional_etl.definitions import build_definitions
     from regional_etl.resources.fx import FXRatesResource
-    from regional_etl.resources.spark import SparkResource
     from regional_etl.resources.warehouse import WarehouseResource
+    from regional_etl.spark.resource import SparkResource
 
     home = Path(os.environ["DAGSTER_HOME"])
     resources: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """The classic Spark path, kept for comparison only: a JVM inside every process that uses Spark.
 
 The product runs every Dagster run as a Spark Connect client of one warm server
-(`regional_etl.resources.spark.SparkResource`). This module keeps what a run did before that,
+(`regional_etl.spark.resource.SparkResource`). This module keeps what a run did before that,
 so the benchmarks can measure both side by side: `start_session` builds the same local Spark
 with Delta in this process (the same static settings as the Connect server, the same session
 settings as every Connect client), and `ClassicSparkResource` hands it to the assets.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from dagster import InitResourceContext
 from pydantic import Field
 
-from regional_etl.resources.spark import SESSION_DEFAULTS, SparkResource
+from regional_etl.spark.resource import SESSION_DEFAULTS, SparkResource
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 def classic_conf(master: str, driver_memory: str, extra: dict[str, Any]) -> dict[str, str]:
     """The Connect server's static settings, the clients' session settings, then `extra`."""
-    from regional_etl.jars import resolved_jars
-    from regional_etl.spark_server import SERVER_CONF
+    from regional_etl.spark.jars import resolved_jars
+    from regional_etl.spark.server import SERVER_CONF
 
     # The server's own settings minus its gRPC endpoint: the same Spark, in this process.
     conf = {k: v for k, v in SERVER_CONF.items() if not k.startswith("spark.connect.")}

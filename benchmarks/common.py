@@ -2,7 +2,7 @@
 
 Each measured workload runs in a fresh Python process (and therefore a fresh JVM), started by
 the entry command: that is what a user pays, start-up included, and it lets the entry command
-sample the whole process tree's memory from /proc without touching the workload.
+sample the whole process tree's memory (psutil, `procmon.py`) without touching the workload.
 """
 
 from __future__ import annotations

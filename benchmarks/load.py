@@ -1,9 +1,9 @@
 """Code location load: `dagster definitions validate` wall time, and whether a JVM started.
 
-Two independent signals for the JVM: the /proc sampler watching the validate process tree for a
-`java` descendant, and a probe process that imports the code location and then asks PySpark
-whether a SparkContext exists and /proc whether it has a java child. The same command on an
-empty code location, and the import times of the big dependencies (each in a fresh
+Two independent signals for the JVM: the process-tree sampler watching the validate process tree
+for a `java` descendant, and a probe process that imports the code location and then asks
+PySpark whether a SparkContext exists and psutil whether it has a java child. The same command
+on an empty code location, and the import times of the big dependencies (each in a fresh
 interpreter), say what the load time is made of.
 """
 

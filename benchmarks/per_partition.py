@@ -173,7 +173,7 @@ def concurrent(
 ) -> dict[str, Any]:
     """The regional runs of `date` launched at once on the Connect path, as separate processes;
     the peak resident memory of all their trees plus the server's, and the JVMs among them."""
-    from regional_etl import spark_server
+    from regional_etl.spark import server as spark_server
 
     state = spark_server.read_state()
     before = spark_server.describe(state) if state else None

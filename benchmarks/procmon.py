@@ -1,4 +1,4 @@
-"""Process-tree memory sampling from /proc (Linux only, no psutil).
+"""Process-tree memory and CPU sampling, with psutil.
 
 A PySpark driver is a Python process whose JVM is a child (spark-submit execs java), and whose
 Python workers (`pyspark.daemon`) are children of the JVM. Sampling the whole tree of the process
@@ -15,47 +15,22 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+import psutil
 
 
-def _ppid_map() -> dict[int, int]:
-    """pid -> parent pid of every process visible in /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue  # exited between the listing and the read
-        # The command name (field 2) may contain spaces and parentheses: split after its ")".
-        fields = stat[stat.rfind(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
-
-
-def start_ticks(pid: int) -> int | None:
-    """When a process started (clock ticks after boot), or None if it is gone: with the pid, it
-    names one process, where a pid alone may be reused by another process after it exits."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 of stat, counted from "state", which is field 3.
-    return int(stat[stat.rfind(")") + 2 :].split()[19])
-
-
-def _children_map() -> dict[int, list[int]]:
-    """parent pid -> its children's pids, from one scan of /proc."""
+def _scan() -> tuple[dict[int, psutil.Process], dict[int, list[int]]]:
+    """Every visible process by pid, and parent pid -> its children's pids, from one pass."""
+    processes: dict[int, psutil.Process] = {}
     children: dict[int, list[int]] = {}
-    for child, parent in _ppid_map().items():
-        children.setdefault(parent, []).append(child)
-    return children
+    # `ppid()` itself, not `process_iter(["ppid"])`: its `as_dict` doubles the cost of a pass.
+    for process in psutil.process_iter():
+        try:
+            parent = process.ppid()
+        except psutil.Error:
+            continue  # exited between the listing and the read
+        processes[process.pid] = process
+        children.setdefault(parent, []).append(process.pid)
+    return processes, children
 
 
 def _descendants_in(children: dict[int, list[int]], pid: int) -> list[int]:
@@ -68,42 +43,29 @@ def _descendants_in(children: dict[int, list[int]], pid: int) -> list[int]:
     return found
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (children, grandchildren, ...), not `pid` itself."""
-    return _descendants_in(_children_map(), pid)
-
-
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(process: psutil.Process) -> float:
     """User + system CPU time a process has used so far (0 if it is gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        times = process.cpu_times()
+    except psutil.Error:
         return 0.0
-    fields = stat[stat.rfind(")") + 2 :].split()
-    # Fields 14 and 15 of stat (utime, stime), counted from "state", which is field 3.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times.user + times.system
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(process: psutil.Process) -> int:
     """Resident set size of one process in KiB (0 if it is gone)."""
     try:
-        # statm's second field is resident pages; cheaper to parse than status.
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
-    except (OSError, IndexError, ValueError):
+        return process.memory_info().rss // 1024
+    except psutil.Error:
         return 0
 
 
-def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def kind(pid: int) -> str:
+def kind(process: psutil.Process) -> str:
     """'java', 'python_worker' (a PySpark worker or its daemon) or 'other'."""
-    args = cmdline(pid)
+    try:
+        args = process.cmdline()
+    except psutil.Error:
+        return "other"  # gone, a zombie, or not ours to read
     if not args:
         return "other"
     if os.path.basename(args[0]) == "java":
@@ -114,7 +76,9 @@ def kind(pid: int) -> str:
 
 
 def java_descendants(pid: int) -> list[int]:
-    return [p for p in descendants(pid) if kind(p) == "java"]
+    """The JVMs among the live descendants of `pid`."""
+    processes, children = _scan()
+    return [p for p in _descendants_in(children, pid) if kind(processes[p]) == "java"]
 
 
 @dataclass
@@ -168,50 +132,57 @@ class TreeSampler:
         self._kinds: dict[int, str] = {}
         # Every descendant ever seen: a JVM outlives its Python parent by a few seconds (shutdown
         # hooks delete Spark's temp files), reparented away from our tree but still our cost.
-        # pid -> start time: a pid that exits and is reused elsewhere is not ours any more.
-        self._seen: dict[int, int | None] = {}
+        # A psutil Process is a pid and its start time: a pid that exits and is reused elsewhere
+        # is not ours any more (`is_running` is false).
+        self._seen: dict[int, psutil.Process] = {}
         # CPU time a shared process had used before we looked: not ours.
         self._cpu_before: dict[int, float] = {}
+        processes, children = _scan()
         for server in self.shared:
-            for p in [server, *descendants(server)]:
-                self._cpu_before[p] = cpu_seconds(p)
+            for p in [server, *_descendants_in(children, server)]:
+                if p in processes:
+                    self._cpu_before[p] = cpu_seconds(processes[p])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"rss-{self.pid}", daemon=True)
 
-    def _kind(self, pid: int) -> str:
+    def _kind(self, process: psutil.Process) -> str:
         # A pid's command line does not change after exec; cache it once it is known.
-        known = self._kinds.get(pid)
+        known = self._kinds.get(process.pid)
         if known is None or known == "other":
-            known = kind(pid)
-            self._kinds[pid] = known
+            known = kind(process)
+            self._kinds[process.pid] = known
         return known
 
     def sample(self) -> None:
         p = self.peaks
-        main = sum(rss_kib(root) for root in self.roots) / 1024
+        # One pass over every process for every tree of this sample: each pass reads every
+        # process's stat, and a smoke run has three samplers at a time on a busy 2-core machine.
+        processes, children = _scan()
+        main = sum(rss_kib(processes[root]) for root in self.roots if root in processes) / 1024
         by_kind = {"java": 0.0, "python_worker": 0.0, "other": 0.0}
-        # One scan of /proc for every tree of this sample: each scan reads every process's stat,
-        # and a smoke run has three samplers at a time on a busy 2-core machine.
-        children = _children_map()
         tree: set[int] = set()
         for root in self.roots:
             tree |= set(_descendants_in(children, root))
-        tree |= {pid for pid, started in self._seen.items() if start_ticks(pid) == started}
         for pid in tree:
-            self._seen.setdefault(pid, start_ticks(pid))
+            self._seen.setdefault(pid, processes[pid])
+        tree |= {pid for pid, process in self._seen.items() if process.is_running()}
         shared: set[int] = set()
         for server in self.shared:
-            if _alive(server):
+            if server in processes:
                 shared |= {server, *_descendants_in(children, server)}
         shared -= tree
+        # Ours by identity: a seen process left our tree, or a root, may no longer be listed.
+        known = {**processes, **{pid: self._seen[pid] for pid in tree}}
         for pid in [*self.roots, *tree, *shared]:
-            used = cpu_seconds(pid) - self._cpu_before.get(pid, 0.0)
+            if pid not in known:
+                continue  # gone: its last sample stands
+            used = cpu_seconds(known[pid]) - self._cpu_before.get(pid, 0.0)
             if used > 0:
                 p._cpu_by_pid[pid] = max(p._cpu_by_pid.get(pid, 0.0), used)
         p.cpu_s = sum(p._cpu_by_pid.values())
         for child in tree | shared:
-            k = self._kind(child)
-            by_kind[k] += rss_kib(child) / 1024
+            k = self._kind(known[child])
+            by_kind[k] += rss_kib(known[child]) / 1024
             if k == "java":
                 p._jvm_pids.add(child)
             elif k == "python_worker":
@@ -236,8 +207,8 @@ class TreeSampler:
         waited. Shared processes are not waited for."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            seen = dict(self._seen)  # a C-level copy: the sampling thread adds to it
-            if not any(start_ticks(pid) == started for pid, started in seen.items()):
+            seen = list(self._seen.values())  # a C-level copy: the sampling thread adds to it
+            if not any(process.is_running() for process in seen):
                 break
             time.sleep(0.2)
         return time.monotonic() - started
@@ -254,24 +225,16 @@ class TreeSampler:
 def machine() -> dict[str, object]:
     """nproc, memory and CPU model of this machine, for the results table."""
     model = "unknown"
-    try:
+    try:  # psutil does not tell the CPU model
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
-    mem_kib = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-                break
-    except OSError:
-        pass
     return {
         "nproc": os.cpu_count(),
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "cpu_model": model,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

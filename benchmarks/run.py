@@ -249,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         # Inherited by every worker (`pipeline_env` keeps it): see `Sizes.smoke`.
         os.environ[CLASSIC_ON_SERVER] = "1"
 
-    from regional_etl import spark_server
     from regional_etl.contract import REGIONS
     from regional_etl.fx.server import FXServer
     from regional_etl.partitions import date_range
+    from regional_etl.spark import server as spark_server
 
     started_at = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="regional-etl-bench-", dir=args.work))
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         results["spark_server"]["same_server_at_end"] = bool(
             after and after.server_id == server.server_id
         )
-        if not was_running and after and spark_server.connected_clients(after.port) == 0:
+        if not was_running and after and after.connected_clients() == 0:
             spark_server.stop()
             results["spark_server"]["stopped_at_end"] = True
         if not args.keep:

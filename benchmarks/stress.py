@@ -70,11 +70,11 @@ def _run_all(argvs: list[list[str]], env: dict[str, str]) -> list[dict[str, Any]
 
 
 def stress(rounds: int, rows: int, code: Path, keep: bool) -> dict[str, Any]:
-    from regional_etl import spark_server
     from regional_etl.contract import REGIONS
     from regional_etl.fx.server import FXServer
     from regional_etl.generate import generate_landing
-    from regional_etl.resources.spark import SparkResource
+    from regional_etl.spark import server as spark_server
+    from regional_etl.spark.resource import SparkResource
     from regional_etl_tests.reliability.conftest import judge
 
     spark_server.ensure_running()

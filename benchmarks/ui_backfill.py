@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,17 +26,12 @@ import yaml
 
 from benchmarks.common import PROJECT, dagster_home, pipeline_env, spawn, stop_group
 from benchmarks.per_partition import dagster_cli
+from regional_etl_tests.e2e_support import free_port
 
 SENSORS = ("landing_sensor", "regional_automation")
 # The webserver computes a backfill's status per partition on every query: polled faster, the
 # probe itself takes CPU from the runs it times (the UI's Backfills page refreshes about as often).
 POLL_SECONDS = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +123,7 @@ def run_ui_backfill(
     env = pipeline_env(home, own_landing, work / f"warehouse-{name}", fx_url, min_rows)
     log = work / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [dagster_cli(), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with open(log, "wb") as out:

@@ -61,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_setup_jars(args: argparse.Namespace) -> int:
-    from regional_etl.jars import resolve_jars
+    from regional_etl.spark.jars import resolve_jars
 
     jars = resolve_jars()
     print(f"{len(jars)} jars ready in {Path(jars[0]).parent}")
@@ -99,7 +99,7 @@ def _cmd_fx_server(args: argparse.Namespace) -> int:
 
 
 def _cmd_spark_server(args: argparse.Namespace) -> int:
-    from regional_etl import spark_server
+    from regional_etl.spark import server as spark_server
 
     if args.action == "start":
         state = spark_server.ensure_running()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -37,6 +36,7 @@ from regional_etl.contract import (
     drop_path,
     validate_region,
 )
+from regional_etl.io.files import atomic_write
 
 # Standard-time offsets. Daylight saving is ignored on purpose: one constant offset per region is
 # something a test can assert, and the pipeline must accept any offset anyway.
@@ -157,7 +157,7 @@ def write_drop(
     directory = drop_path(root, str(order_date), region)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name
-    _write_atomically(path, lines)
+    _write_lines(path, lines)
     if success:
         _touch_marker(directory)
     return path
@@ -385,7 +385,7 @@ def _replace_drop(
     paths = []
     for name, chunk in zip(names, chunks, strict=True):
         path = directory / name
-        _write_atomically(path, chunk)
+        _write_lines(path, chunk)
         paths.append(path)
     _touch_marker(directory)
     return tuple(paths)
@@ -418,15 +418,10 @@ def _blank_lines_inside(chunk: list[str]) -> list[str]:
     return [*chunk[: last - 1], *chunk[last:], chunk[last - 1]]
 
 
-def _write_atomically(path: Path, lines: list[str]) -> None:
-    # The dot prefix and .tmp suffix keep a half-written file out of any *.jsonl glob and out of
-    # Spark's listing (which skips names starting with "." or "_").
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", encoding="utf-8", newline="\n") as handle:
-        if lines:
-            handle.write("\n".join(lines))
-            handle.write("\n")
-    os.replace(temp, path)
+def _write_lines(path: Path, lines: list[str]) -> None:
+    # A reader (a sensor, a run) lists a drop while it is written: `atomic_write`'s temporary
+    # file is dot-prefixed, so no *.jsonl glob and no Spark listing sees it half-written.
+    atomic_write(path, "".join(f"{line}\n" for line in lines))
 
 
 def _touch_marker(directory: Path) -> None:

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, Definitions, instance_for_test
 
-from regional_etl import spark_server
 from regional_etl.checks import QualityGateResource
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark import server as spark_server
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.fx_faults import FaultyFXServer
 from regional_etl_tests.procs import SESSION_MARKER, marked_processes
 
@@ -72,7 +72,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or config.stash.get(SERVER_WAS_RUNNING, True):
         return
     state = spark_server.read_state()
-    if state is not None and not spark_server.connected_clients(state.port):
+    if state is not None and not state.connected_clients():
         spark_server.stop()
 
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
+
 from regional_etl.backfill import STATUS
-from regional_etl_tests.procs import process_stats
 
 T = TypeVar("T")
 
@@ -52,6 +53,8 @@ class E2EError(AssertionError):
 
 
 def free_port() -> int:
+    """A loopback port that was free a moment ago: every test and benchmark server takes its
+    port from here."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
@@ -114,29 +117,13 @@ def wait_for(
         time.sleep(interval)
 
 
-def _descendants(root: int) -> dict[int, str]:
-    """pid -> start time of every live descendant of `root` (from /proc), to kill stragglers
-    that left the process group, and only those (a pid is matched with its start time)."""
-    stats = process_stats()
-    parents = {pid: int(fields[1]) for pid, fields in stats.items()}
-    starts = {pid: fields[19] for pid, fields in stats.items()}
-    found: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in found:
-                found[child] = starts[child]
-                frontier.append(child)
-    return found
-
-
-def _start_time(pid: int) -> str | None:
+def _descendants(root: int) -> list[psutil.Process]:
+    """Every live descendant of `root`, to kill stragglers that left the process group, and only
+    those: a psutil Process is its pid and its start time, so a reused pid is not mistaken."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[19]
+        return psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 @dataclass
@@ -202,19 +189,16 @@ def stop_tree(proc: subprocess.Popen[bytes], grace: float = 60.0) -> list[int]:
         proc.wait(timeout=grace)
     # Give the rest of the group (run workers, JVMs) the same grace to wind down.
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(
-        _start_time(pid) == start for pid, start in stragglers.items()
-    ):
+    while time.monotonic() < deadline and any(p.is_running() for p in stragglers):
         time.sleep(0.5)
-    survivors = [pid for pid, start in stragglers.items() if _start_time(pid) == start]
+    survivors = [p for p in stragglers if p.is_running()]
     _signal_group(pgid, signal.SIGKILL)
-    for pid in survivors:
-        if _start_time(pid) == stragglers[pid]:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    for process in survivors:
+        with suppress(psutil.NoSuchProcess):
+            process.kill()  # checks first that the pid is still this process
     if proc.poll() is None:
         proc.wait(timeout=30)
-    return survivors
+    return [p.pid for p in survivors]
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

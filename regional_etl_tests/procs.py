@@ -1,43 +1,66 @@
-"""Which JVMs a process started, read from /proc (Linux), for tests that must prove one did or
-did not start."""
+"""The processes the tests start and look at (with psutil): which JVMs a process started, the
+process groups a test ends whatever happens, what listens where, and what the suite left
+behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-
-def process_stats() -> dict[int, list[str]]:
-    """pid -> the fields of /proc/<pid>/stat after the command name, for every process: [0] is
-    the state, [1] the parent pid, [2] the process group, [19] the start time."""
-    stats = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name (field 2) may hold spaces and parentheses: split after its ")".
-            stats[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process exited while we looked
-    return stats
+import psutil
 
 
 def java_children(pid: int) -> list[int]:
     """Live direct children of `pid` whose command line mentions java (the JVM, or a launcher
     script on its way to becoming one)."""
     found = []
-    for child, fields in process_stats().items():
-        if int(fields[1]) != pid:
-            continue
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    for child in children:
         try:
-            if b"java" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
-        except OSError:
-            continue
+            if any("java" in arg for arg in child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            continue  # exited (or a zombie) since the listing
+    return found
+
+
+def group_members(pgids: set[int]) -> dict[int, str]:
+    """pid -> psutil status of every process in the given process groups, zombies included."""
+    found = {}
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) in pgids:
+                found[process.pid] = process.status()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue  # exited since the listing
+    return found
+
+
+def listening_addresses(pids: Iterable[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket these processes listen on; an IPv4-mapped IPv6
+    address is given in its IPv4 form."""
+    found = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            continue  # gone, or a zombie
+        for connection in connections:
+            if connection.status != psutil.CONN_LISTEN:
+                continue
+            address = ipaddress.ip_address(connection.laddr.ip)
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            found.add((str(address), connection.laddr.port))
     return found
 
 
@@ -87,21 +110,18 @@ def _group_alive(pgid: int) -> bool:
 SESSION_MARKER = "PYTEST_REGIONAL_ETL_SESSION"
 
 
-def marked_processes(
-    value: str, words: tuple[bytes, ...] = (b"java", b"dagster")
-) -> dict[int, str]:
+def marked_processes(value: str, words: tuple[str, ...] = ("java", "dagster")) -> dict[int, str]:
     """pid -> command line of every live process whose environment carries SESSION_MARKER=value
     and whose command line mentions one of `words` (zombies are dead already: not counted)."""
-    needle = f"{SESSION_MARKER}={value}".encode()
     found = {}
-    for pid, fields in process_stats().items():
-        if pid == os.getpid() or fields[0] == "Z":
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue  # gone, or not ours to read (another user's)
-        if needle in environ.split(b"\0") and any(w in cmdline for w in words):
-            found[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+            # A zombie's command line is gone (ZombieProcess): dead already, not counted.
+            cmdline = " ".join(process.cmdline())
+            if any(w in cmdline for w in words) and process.environ().get(SESSION_MARKER) == value:
+                found[process.pid] = cmdline[:200]
+        except psutil.Error:
+            continue  # gone, a zombie, or not ours to read (another user's)
     return found

@@ -237,7 +237,7 @@ def test_a_failed_gate_keeps_the_date_out_of_automation(
 WRITER = textwrap.dedent(
     """
     import sys
-    from regional_etl.resources.spark import SparkResource
+    from regional_etl.spark.resource import SparkResource
     from regional_etl.contract import Table, schema
     from regional_etl.io.delta import regional_predicate, replace_partitions
     from regional_etl.partitions import DateRegion

@@ -19,7 +19,7 @@ from regional_etl.contract import REGIONS
 from regional_etl.definitions import build_definitions
 from regional_etl.generate import generate_landing, write_drop
 from regional_etl.io.delta import history
-from regional_etl.resources.spark import SparkResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.conftest import TEST_SPARK_CONF, Pipeline
 from regional_etl_tests.oracle import assert_warehouse_matches
 from regional_etl_tests.test_catalog import (

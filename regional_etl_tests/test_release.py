@@ -35,8 +35,8 @@ from regional_etl.io.landing import read_drops, ready_drop
 from regional_etl.partitions import DateRegion
 from regional_etl.pipeline import read_bronze, run_silver, write_bronze
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl.transforms.revenue import daily_revenue
 from regional_etl_tests.conftest import TEST_SPARK_CONF
 from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition

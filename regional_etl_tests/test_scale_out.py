@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -31,18 +30,18 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, instance_for_test
 
-from regional_etl import spark_server
 from regional_etl.backfill import Progress, run_backfill
 from regional_etl.contract import REGIONS, Table
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark import server as spark_server
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.conftest import SMALL_JVM, TEST_SPARK_CONF, Pipeline
 from regional_etl_tests.e2e_support import HOST, E2EError, free_port, isolated_env, wait_for
-from regional_etl_tests.procs import process_groups, process_stats
+from regional_etl_tests.procs import group_members, listening_addresses, process_groups
 
 pytestmark = pytest.mark.slow
 
@@ -208,43 +207,6 @@ def standalone_cluster(root: Path) -> Iterator[Cluster]:
             signal.signal(sig, handler)
 
 
-def group_members(pgids: set[int]) -> dict[int, str]:
-    """pid -> state of every process in the given process groups, zombies included (from /proc:
-    executors are the workers' children, in the workers' groups)."""
-    return {pid: f[0] for pid, f in process_stats().items() if int(f[2]) in pgids}
-
-
-def listening_addresses(pids: list[int]) -> set[str]:
-    """host:port of every TCP socket these processes listen on (from /proc)."""
-    inodes: set[str] = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
-    found: set[str] = set()
-    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
-                continue
-            address, port = fields[1].split(":")
-            # The kernel prints the address as 32-bit words in host (little-endian) order.
-            words = [int(address[i : i + 8], 16) for i in range(0, len(address), 8)]
-            packed = b"".join(struct.pack("<I", w) for w in words)
-            found.add(f"{socket.inet_ntop(family, packed)}:{int(port, 16)}")
-    return found
-
-
-def is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address.rsplit(":", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -328,7 +290,7 @@ def test_a_backfill_on_a_standalone_cluster_equals_the_local_one(
     tasks = {e["id"]: e["completedTasks"] for e in executors if e["id"] != "driver"}
     assert len(tasks) == WORKERS and all(n > 0 for n in tasks.values()), executors
     # Nothing of the cluster listened beyond loopback.
-    assert listening and all(is_loopback(a) for a in listening), listening
+    assert listening and all(ipaddress.ip_address(a).is_loopback for a, _ in listening), listening
 
     for table in Table:
         local_schema, local_rows = table_content(spark, pipeline.table(table.value))

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from dagster import Failure
 
-from regional_etl import spark_server
-from regional_etl.resources.spark import SparkResource
+from regional_etl.spark import server as spark_server
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.conftest import SHORT_LIVED_SERVER_CONF
 from regional_etl_tests.procs import process_groups
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 CLIENT = textwrap.dedent(
     """
-    from regional_etl import spark_server
+    from regional_etl.spark import server as spark_server
     print(spark_server.ensure_running().server_id)
     """
 )

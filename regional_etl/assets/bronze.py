@@ -25,8 +25,8 @@ from regional_etl.io.landing import (
 from regional_etl.partitions import SAME_DATE, DateRegion, date_region_partitions, run_date_regions
 from regional_etl.pipeline import write_bronze
 from regional_etl.policies import LANDING_RETRY_POLICY
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 # The most drops one backfill run ingests (100 days of four regions). Besides bounding a run,
 # a backfill policy of its own keeps bronze in runs of its own: Dagster puts an asset in its

@@ -17,8 +17,8 @@ from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
 from regional_etl.pipeline import run_gold
 from regional_etl.policies import SPARK_RETRY_POLICY
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 # When automation requests a date: after any region of it is re-materialized, history included
 # (`eager()` alone looks only at the latest time window), and only once every region of the date

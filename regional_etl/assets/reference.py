@@ -28,8 +28,8 @@ from regional_etl.io.delta import daily_predicate, replace_partitions
 from regional_etl.partitions import daily_partitions, run_dates
 from regional_etl.policies import FX_RETRY_POLICY
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 FxEvent = AssetObservation | AssetMaterialization | MaterializeResult
 

@@ -20,8 +20,8 @@ from pydantic import Field
 
 from regional_etl import catalog, release
 from regional_etl.partitions import date_range
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 USER_TAG = "dagster/user"
 

@@ -22,8 +22,8 @@ from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
 from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver
 from regional_etl.policies import UPSTREAM_RETRY_POLICY
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 
 @multi_asset(

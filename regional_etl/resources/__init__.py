@@ -1,1 +1,2 @@
-"""Dagster resources: the Spark session, the FX-rate client (with its circuit breaker), paths."""
+"""Dagster resources: the FX-rate client (with its circuit breaker), paths, and the resource map
+per environment. The Spark resource lives with the rest of Spark in `regional_etl.spark`."""

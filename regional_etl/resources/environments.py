@@ -14,8 +14,8 @@ from regional_etl import settings
 from regional_etl.checks import QualityGateResource
 from regional_etl.release import ReleaseThresholds
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 
 
 def _fx() -> FXRatesResource:

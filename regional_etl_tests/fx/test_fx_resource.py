@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from regional_etl.fx.breaker import SQLiteCircuitBreakerStorage
 from regional_etl.fx.errors import FXCircuitOpenError, FXPermanentError, FXTransientError
 from regional_etl.fx.rates import BundledSource
 from regional_etl.resources.fx import FXRatesResource
+from regional_etl_tests.e2e_support import free_port
 from regional_etl_tests.fx_faults import FaultyFXServer
 
 from .conftest import EcbRows, MakeResource, ServerControl
@@ -149,9 +149,7 @@ def test_retries_exhausted_raise_transient_error(
 
 
 def test_connection_refused_is_transient(breaker_url: str):
-    with socket.socket() as sock:  # a port that was free a moment ago and has no listener
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     fx = FXRatesResource(
         base_url=f"http://127.0.0.1:{port}",
         breaker_storage_url=breaker_url,

@@ -16,8 +16,8 @@ from regional_etl.fx.errors import FXPermanentError
 from regional_etl.fx.rates import BundledSource, FxQuote
 from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests import oracle
 from regional_etl_tests.conftest import TEST_SPARK_CONF
 

@@ -213,7 +213,7 @@ from dagster import DagsterInstance
 from regional_etl.checks import QualityGateResource
 from regional_etl.definitions import build_definitions
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
 landing, warehouse, fx_url, breaker, job, partition = sys.argv[1:7]

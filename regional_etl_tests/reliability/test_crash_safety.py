@@ -35,12 +35,12 @@ from dagster import (
     materialize,
 )
 
-from regional_etl import spark_server
 from regional_etl.assets.reference import fx_rates
 from regional_etl.backfill import run_backfill
 from regional_etl.contract import REGIONS
 from regional_etl.fx.server import FXServer
 from regional_etl.generate import generate_landing
+from regional_etl.spark import server as spark_server
 from regional_etl_tests.conftest import SHORT_LIVED_SERVER_CONF, Pipeline, build_pipeline
 from regional_etl_tests.e2e_support import dagster_daemon, product_env, wait_for
 from regional_etl_tests.procs import process_groups

@@ -21,8 +21,8 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 from regional_etl.assets.reference import build_fx_rates_asset, fx_rates
 from regional_etl.contract import CURRENCIES, Table
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests import oracle
 from regional_etl_tests.conftest import FAST_FX_CLIENT, TEST_SPARK_CONF
 from regional_etl_tests.fx_faults import FaultConfig, FaultyFXServer

@@ -38,8 +38,8 @@ from regional_etl.fx.server import FXServer
 from regional_etl.io.landing import LandingFileError, count_lines, ready_drop, scan_drops
 from regional_etl.partitions import DateRegion
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests import oracle
 from regional_etl_tests.conftest import TEST_SPARK_CONF
 

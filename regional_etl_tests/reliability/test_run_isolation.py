@@ -29,8 +29,8 @@ from regional_etl.io.landing import read_drops, ready_drop
 from regional_etl.io.warehouse import WarehousePaths
 from regional_etl.partitions import DateRegion
 from regional_etl.pipeline import read_bronze, run_silver, write_bronze
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl.transforms.silver import silver_frames
 from regional_etl_tests.conftest import TEST_SPARK_CONF
 from regional_etl_tests.oracle import expected_partition

@@ -16,8 +16,8 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, EventLogEntry
 
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.conftest import FAST_FX_CLIENT, TEST_SPARK_CONF
 from regional_etl_tests.fx_faults import FaultyFXServer
 

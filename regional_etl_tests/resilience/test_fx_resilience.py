@@ -84,7 +84,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import deserialize_value
 from regional_etl.assets.reference import fx_rates
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.spark import SparkResource
+from regional_etl.spark.resource import SparkResource
 from regional_etl.resources.warehouse import WarehouseResource
 
 args = json.loads(sys.argv[1])

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from dagster import ConfigurableResource, Failure, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
-from regional_etl import spark_server
+from regional_etl.spark import server
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -29,16 +29,15 @@ SESSION_DEFAULTS: dict[str, str] = {
 
 # How a step's expressions are evaluated, by the size of its input. Spark compiles the
 # expressions of every query to bytecode (Janino), warm server or not: the compile is a fixed
-# cost per query, about a third of the server's CPU in a run of one (date, region), where a
-# query sees 25,000 rows. Interpreted evaluation skips it and is slower per row. Measured on a
-# warm local server (2 cores), bronze + silver: 25,000 lines 6.7 s interpreted against 9.4 s
-# compiled, 100,000 lines 9.4 s against 11.2 s, 400,000 lines 24.6 s against 17.7 s.
-# `factoryMode` is an internal Spark setting; NO_CODEGEN is its interpreted mode.
+# cost per query, a large share of the server's CPU when a query sees only a few thousand rows.
+# Interpreted evaluation skips it and is slower per row, so it wins on small inputs and loses
+# on large ones; the crossing point, measured, is in benchmarks/README.md ("Small steps
+# evaluated interpreted"). `factoryMode` is an internal Spark setting; NO_CODEGEN is its
+# interpreted mode.
 # Small steps also plan their queries once instead of adaptively: adaptive execution re-plans
 # at every shuffle from the sizes it measured, which pays off on large, skewed or badly
 # partitioned data and is pure overhead on a few MB in four shuffle partitions (Delta's own
-# log-replay queries included). Measured on a warm local server, 2,000-line regional runs:
-# about a quarter less server CPU per run.
+# log-replay queries included).
 INTERPRETED: dict[str, str] = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
@@ -60,6 +59,11 @@ class SparkResource(ConfigurableResource):
     any Spark Connect endpoint that has the Delta extensions loaded: a standalone or Kubernetes
     cluster, or a managed service. The session is opened on first use, so steps that do not
     touch Spark, and loading the code location, connect to nothing.
+
+    Not dagster-pyspark's (Lazy)PySparkResource: its `spark_config` is fixed when the resource
+    is built, but the local server's URL is known only once `ensure_running` found or started it
+    and changes when it restarts; its `getOrCreate` hands back the process's existing session (to
+    the dead server, after a restart); it has no per-step sizing, retry policy or session stop.
     """
 
     remote: str | None = Field(
@@ -75,8 +79,8 @@ class SparkResource(ConfigurableResource):
         default=100_000,
         description="Steps over at most this many input rows evaluate Spark expressions "
         "interpreted instead of compiling them, and plan without adaptive execution: both cost "
-        "more than they save on small inputs (one (date, region) of 25,000 lines: 30% faster). "
-        "0 always compiles and plans adaptively.",
+        "more than they save on small inputs (measured in benchmarks/README.md). 0 always "
+        "compiles and plans adaptively.",
     )
     connect_retries: int = Field(
         default=5,
@@ -126,7 +130,7 @@ class SparkResource(ConfigurableResource):
     def _endpoint(self) -> tuple[str, str | None]:
         if self.remote:
             return self.remote, None
-        state = spark_server.ensure_running()
+        state = server.ensure_running()
         return state.url, state.server_id
 
     @contextmanager
@@ -142,7 +146,7 @@ class SparkResource(ConfigurableResource):
             raise Failure(
                 description=f"lost the connection to {where} ({type(exc).__name__}): the step's "
                 "retry reconnects, and a local server is started again if it died. "
-                f"Server log: {spark_server.state_dir() / spark_server.LOG_FILE}",
+                f"Server log: {server.state_dir() / server.LOG_FILE}",
                 allow_retries=True,
             ) from exc
 

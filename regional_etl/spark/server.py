@@ -5,10 +5,11 @@ server runs a JVM. It is found through a state file in the user's cache folder (
 `DAGSTER_HOME` and every checkout of one user share it), started detached by the first client
 that finds none, and stops itself after `REGIONAL_ETL_SPARK_IDLE_MINUTES` without a client.
 
-A small Python supervisor owns the JVM: it writes the state file once the server answers, counts
-the clients connected to the gRPC port (Spark Connect has no session API outside the JVM), and
-stops the JVM when idle or when asked. The JVM is the supervisor's child in the supervisor's own
-session, so `stop` can end the whole process group.
+A small Python supervisor (`supervisor.py`) owns the JVM: it writes the state file once the
+server answers, counts the clients connected to the gRPC port (Spark Connect has no session API
+outside the JVM), and stops the JVM when idle or when asked. The JVM is the supervisor's child in
+the supervisor's own session, so `stop` can end the whole process group. This module is the
+clients' side: find the server, start it, stop it, describe it.
 
 Delta over Connect: the Delta SQL extension and catalog are loaded into the server, so SQL
 (`CREATE TABLE IF NOT EXISTS delta.`path``, `DESCRIBE HISTORY`) and DataFrame writes with
@@ -19,21 +20,19 @@ which Maven Central does not serve for this Spark line: the package uses SQL onl
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+
+import psutil
+from filelock import FileLock
 
 from regional_etl import settings
 
@@ -48,10 +47,9 @@ LEASE_FILE = "client.lease"
 # would pile up for good, here the next supervisor removes those of dead ones.
 SCRATCH_DIR = "scratch"
 START_TIMEOUT_SECONDS = 180.0
-POLL_SECONDS = 5.0
 
 # Static settings of the server JVM. Per-session SQL settings (shuffle partitions, time zone)
-# are the clients' own: see `resources/spark.py`.
+# are the clients' own: see `resource.py`.
 SERVER_CONF: dict[str, str] = {
     "spark.master": "local[*]",
     "spark.app.name": "regional-etl-spark-connect",
@@ -94,7 +92,22 @@ class ServerState:
 
     def alive(self) -> bool:
         # The command line too: after a reboot the pids of a stale state file may be others'.
-        return pid_alive(self.supervisor_pid) and b"SparkConnectServer" in _cmdline(self.jvm_pid)
+        return pid_alive(self.supervisor_pid) and any(
+            "SparkConnectServer" in arg for arg in _cmdline(self.jvm_pid)
+        )
+
+    def connected_clients(self) -> int:
+        """Established TCP connections to the server's port (each Spark Connect client holds
+        one), as the server JVM sees them."""
+        try:
+            connections = psutil.Process(self.jvm_pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return 0  # gone, or not ours to look at
+        return sum(
+            1
+            for c in connections
+            if c.laddr and c.laddr.port == self.port and c.status == psutil.CONN_ESTABLISHED
+        )
 
 
 def state_dir() -> Path:
@@ -121,9 +134,9 @@ def ensure_running() -> ServerState:
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     # Under the lock the idle supervisor takes too: a server this returns is not being stopped.
-    with _locked(directory):
+    with start_lock(directory):
         state = read_state(directory) or _start(directory)
-        _touch_lease(directory)
+        (directory / LEASE_FILE).touch()
         return state
 
 
@@ -145,25 +158,11 @@ def stop(timeout: float = 30.0) -> ServerState | None:
     return state
 
 
-def connected_clients(port: int) -> int:
-    """Established TCP connections to the server's port (each Spark Connect client holds one)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
-                    count += 1
-    return count
-
-
 def resident_bytes(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0
 
 
 def describe(state: ServerState) -> dict[str, object]:
@@ -174,7 +173,7 @@ def describe(state: ServerState) -> dict[str, object]:
         "supervisor_pid": state.supervisor_pid,
         "uptime_seconds": round(time.time() - state.started_at),
         "memory_mib": round(resident_bytes(state.jvm_pid) / 2**20),
-        "sessions": connected_clients(state.port),
+        "sessions": state.connected_clients(),
         "idle_minutes": state.idle_minutes,
         "log": state.log,
     }
@@ -186,7 +185,7 @@ def server_command(port: int, master: str = "local[*]", scratch: Path | None = N
     `master` other than local runs the same server as the driver of a cluster (for example a
     standalone `spark://host:port`); `--jars` then also ships the Delta jars to the executors.
     """
-    from regional_etl.jars import resolved_jars
+    from regional_etl.spark.jars import resolved_jars
 
     conf = {
         **SERVER_CONF,
@@ -234,7 +233,7 @@ def _start(directory: Path) -> ServerState:
     log = directory / LOG_FILE
     with open(log, "wb") as out:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "regional_etl.spark_server"],
+            [sys.executable, "-m", "regional_etl.spark.supervisor"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -263,149 +262,35 @@ def _start(directory: Path) -> ServerState:
     )
 
 
-def supervise(directory: Path) -> int:
-    """Run the server JVM, publish its state, stop it when idle or on SIGTERM (the supervisor)."""
-    port = _free_port()
-    idle_minutes = float(settings.SPARK_IDLE_MINUTES.get() or "30")
-    env = settings.environment(SPARK_HOME=str(spark_home()))
-    # glibc gives every JVM thread that allocates natively its own 64 MiB arena; two are plenty.
-    env.setdefault("MALLOC_ARENA_MAX", "2")
-    scratch = _fresh_scratch(directory)
-    jvm = subprocess.Popen(
-        server_command(port, scratch=scratch), stdin=subprocess.DEVNULL, cwd=directory, env=env
-    )
-    stopping = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    state_path = directory / STATE_FILE
-    try:
-        while not _answers(port):
-            if jvm.poll() is not None or stopping:
-                print(f"spark-submit exited with {jvm.returncode} before listening", flush=True)
-                return 1
-            time.sleep(0.25)
-        state = ServerState(
-            server_id=uuid.uuid4().hex,
-            url=f"sc://127.0.0.1:{port}",
-            port=port,
-            supervisor_pid=os.getpid(),
-            jvm_pid=jvm.pid,
-            started_at=time.time(),
-            idle_minutes=idle_minutes,
-            log=str(directory / LOG_FILE),
-        )
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(state_path)
-        print(f"Spark Connect server listening at {state.url} (pid {jvm.pid})", flush=True)
-        last_active = time.time()
-        while not stopping and jvm.poll() is None:
-            time.sleep(POLL_SECONDS)
-            if connected_clients(port):
-                last_active = time.time()
-            idle_seconds = idle_minutes * 60
-            if time.time() - max(last_active, _lease_time(directory)) > idle_seconds:
-                # Re-checked under the lock that starting clients hold while they touch the
-                # lease: none can pick this server between the check and the state's removal.
-                with _locked(directory):
-                    idle = time.time() - _lease_time(directory) > idle_seconds
-                    if idle and not connected_clients(port):
-                        print(f"idle for {idle_minutes:g} min: stopping", flush=True)
-                        state_path.unlink(missing_ok=True)
-                        break
-        if jvm.poll() is not None and not stopping:
-            print(f"the server JVM exited with {jvm.returncode}", flush=True)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            current = json.loads(state_path.read_text())
-            if current.get("supervisor_pid") == os.getpid():
-                state_path.unlink()
-        _terminate(jvm)
-        shutil.rmtree(scratch, ignore_errors=True)
-    return 0
-
-
-def _fresh_scratch(directory: Path) -> Path:
-    """This supervisor's scratch folder, after removing those of supervisors that are gone."""
-    root = directory / SCRATCH_DIR
-    root.mkdir(exist_ok=True)
-    scratch = root / str(os.getpid())
-    for folder in root.iterdir():
-        if folder == scratch or not (folder.name.isdigit() and pid_alive(int(folder.name))):
-            shutil.rmtree(folder, ignore_errors=True)
-    scratch.mkdir()
-    return scratch
-
-
-def _terminate(process: subprocess.Popen, grace: float = 20.0) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def pid_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie, exited but not reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+    except psutil.AccessDenied:
+        return True  # another user's: it exists
 
 
-def _cmdline(pid: int) -> bytes:
+def _cmdline(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes() if pid_alive(pid) else b""
-    except OSError:
-        return b""
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []  # gone, a zombie, or not ours to read
 
 
-def _touch_lease(directory: Path) -> None:
-    (directory / LEASE_FILE).touch()
+def start_lock(directory: Path) -> FileLock:
+    """Held by a client while it picks or starts the server and touches the lease, and by the
+    supervisor while it decides to stop idle: never both at once."""
+    return FileLock(directory / LOCK_FILE)
 
 
-def _lease_time(directory: Path) -> float:
+def lease_time(directory: Path) -> float:
+    """When a client last chose this server (0 when none has)."""
     try:
         return (directory / LEASE_FILE).stat().st_mtime
     except OSError:
         return 0.0
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    with open(directory / LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -413,7 +298,3 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-if __name__ == "__main__":
-    sys.exit(supervise(state_dir()))

@@ -15,6 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from regional_etl import settings
+from regional_etl.io.files import atomic_write
 
 SCALA_VERSION = "2.13"
 MANIFEST = "manifest.json"
@@ -31,7 +32,8 @@ def delta_coordinate() -> str:
 
 
 def jars_dir() -> Path:
-    default = Path(__file__).resolve().parent.parent / ".cache" / "jars"
+    # The checkout's own cache: this file is <checkout>/regional_etl/spark/jars.py.
+    default = Path(__file__).resolve().parents[2] / ".cache" / "jars"
     return Path(settings.JARS_DIR.get() or default).resolve()
 
 
@@ -90,7 +92,7 @@ def resolve_jars(directory: Path | None = None) -> list[str]:
             spark.stop()
     if not any(n.startswith("io.delta_delta-spark") for n in names):
         raise JarsNotResolvedError(f"Ivy did not resolve {coordinate}: got {names}")
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"coordinate": coordinate, "jars": names}, indent=2))
-    tmp.replace(directory / MANIFEST)
+    atomic_write(
+        directory / MANIFEST, json.dumps({"coordinate": coordinate, "jars": names}, indent=2)
+    )
     return [str(directory / n) for n in names]
