@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterInvalidConfigError, Definitions
+from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, Definitions, materialize
 
 from regional_etl import release
 from regional_etl.backfill import run_backfill
@@ -28,6 +28,7 @@ from regional_etl.io.delta import read_table
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl_tests.release_support import (
     ShiftedEURHandler,
+    docs_diff_config,
     failure,
     materialize_diff,
     namespace_resources,
@@ -112,6 +113,19 @@ def test_seeding_twice_leaves_every_table_readable_by_delta_rs(slots: Slots, spa
             assert history and all("operation" in c for c in history), (namespace, t)
             assert not any(c["operation"] == "CLONE" for c in history), (namespace, t)
             assert len(table.to_pandas()) == read_table(spark, path).count(), (namespace, t)
+
+
+def test_a_reversed_range_in_the_docs_config_names_the_fields_the_user_typed(
+    slots: Slots,
+) -> None:
+    assets_def = slots.green.resolve_assets_def(AssetKey(["green", "release_diff"]))
+    result = materialize(
+        [assets_def],
+        instance=slots.instance,
+        run_config=docs_diff_config(NEXT, DATE),
+        raise_on_error=False,
+    )
+    assert f"config end {DATE} is before config start {NEXT}" in failure(result)
 
 
 def test_the_thresholds_are_the_deployments_not_the_launchpads(
