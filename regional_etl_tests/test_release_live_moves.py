@@ -191,9 +191,12 @@ def test_a_promotion_refuses_while_blue_moved_and_promotes_once_green_holds_it(
     caught = run_job(slots.green, "catch_up_release", slots.instance)
     assert caught.success
     [output] = [e for e in caught.all_events if e.is_successful_output]
-    meta = output.step_output_data.metadata
-    assert meta["copied"].value[Table.ORDERS.value] == [f"{NEXT}|{r}" for r in sorted(REGIONS)]
-    assert meta["to_rebuild"].value[Table.ORDERS.value] == [f"{DATE}|eu-west"]
+    copied, to_rebuild = (
+        output.step_output_data.metadata[k].value for k in ("copied", "to_rebuild")
+    )
+    assert isinstance(copied, dict) and isinstance(to_rebuild, dict)
+    assert copied[Table.ORDERS.value] == [f"{NEXT}|{r}" for r in sorted(REGIONS)]
+    assert to_rebuild[Table.ORDERS.value] == [f"{DATE}|eu-west"]
     # Not promotable yet: green changed since the diff, and DATE|eu-west is still blue's news.
     reasons = refusal_reasons(run_job(slots.green, "promote_release", slots.instance))
     assert any("green tables changed since the diff" in r for r in reasons)
