@@ -319,6 +319,34 @@ def test_a_reader_during_promotion_sees_all_blue_or_all_green(built: Release, sp
     assert seen[0] == blue and seen[-1] == green
 
 
+def test_two_promotions_at_once_switch_once(built: Release, spark) -> None:
+    """The release lock (filelock) serializes them: the second sees green live and refuses,
+    and the pointer records one switch."""
+    built.reset_pointer()
+    outcomes: dict[str, Any] = {}
+    start = threading.Barrier(2)
+
+    def promote(run_id: str) -> None:
+        start.wait()
+        try:
+            outcomes[run_id] = release.promote(
+                spark, built.warehouse, release.ReleaseThresholds(), built.instance, run_id, "t"
+            )
+        except release.ReleaseRefused as exc:
+            outcomes[run_id] = exc
+
+    threads = [threading.Thread(target=promote, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    refused = [o for o in outcomes.values() if isinstance(o, release.ReleaseRefused)]
+    assert len(outcomes) == 2 and len(refused) == 1
+    assert refused[0].reasons == ["green is already live"]
+    pointer = release.read_pointer(built.warehouse)
+    assert pointer.live == "green" and len(pointer.history) == 1
+
+
 def test_a_release_starts_from_a_copy_of_the_live_tables_every_time(tmp_path: Path, spark) -> None:
     """Seeded, a release rebuilds only its range; the dates outside it stay the live ones,
     writing the release never touches the live table it was copied from, and seeding again
