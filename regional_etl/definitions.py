@@ -22,7 +22,7 @@ from regional_etl.automation.deadlines import DEADLINE_CHECKS, DEADLINE_SENSORS,
 from regional_etl.automation.schedules import SCHEDULES
 from regional_etl.automation.sensors import SENSORS
 from regional_etl.jobs import ALL_JOBS, asset_jobs
-from regional_etl.resources.environments import release_thresholds, resources_for
+from regional_etl.resources.environments import resources_for
 from regional_etl.resources.warehouse import BLUE
 
 PIPELINE_MODULES = [reference, bronze, silver, gold]
@@ -59,11 +59,12 @@ def build_definitions(
         jobs=ALL_JOBS if live else [*asset_jobs(prefix), *release.RELEASE_JOBS],
         schedules=SCHEDULES if live else [],
         sensors=[*SENSORS, *ALERT_SENSORS, *DEADLINE_SENSORS] if live else [],
-        # The alert sensor's webhook, the delivery deadlines and the release thresholds come
-        # first so a test's own map still loads.
+        # The alert sensor's webhook and the delivery deadlines come first so a test's own map
+        # still loads. The release thresholds are no resource: a resource's config can be
+        # edited in the launchpad, and a promotion reads the deployment's (release/report.py).
         resources={
             **alert_resources(),
-            **(deadline_resources() if live else {"release_thresholds": release_thresholds()}),
+            **(deadline_resources() if live else {}),
             **(resources if resources is not None else resources_for(namespace=namespace)),
         },
         # A run's steps form a chain (bronze -> silver, or one asset), so a process per step

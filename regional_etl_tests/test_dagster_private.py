@@ -39,8 +39,7 @@ def test_nothing_else_in_the_package_uses_a_private_dagster_api() -> None:
         for path in PACKAGE.rglob("*.py")
         if PRIVATE.search(path.read_text())
     }
-    # release.py's private import goes with the release rework of issue #28: then drop this.
-    assert users - {"release.py"} == {"dagster_private.py"}
+    assert users == {"dagster_private.py"}
 
 
 @asset

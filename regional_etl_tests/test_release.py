@@ -13,59 +13,36 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from dagster import (
-    AssetKey,
-    DagsterInstance,
-    Definitions,
-    materialize,
-)
+from dagster import DagsterInstance, Definitions
 
 from regional_etl import release
 from regional_etl.backfill import run_backfill
 from regional_etl.checks import QualityGateResource
 from regional_etl.contract import REGIONS, Table, schema
 from regional_etl.definitions import build_definitions
-from regional_etl.fx.server import FXRequestHandler, FXServer, answer
+from regional_etl.fx.server import answer
 from regional_etl.generate import generate_landing
 from regional_etl.io.delta import daily_predicate, read_table, replace_partitions
 from regional_etl.io.landing import read_drops, ready_drop
 from regional_etl.partitions import DateRegion
-from regional_etl.pipeline import read_bronze, run_silver, write_bronze
-from regional_etl.resources.fx import FXRatesResource
+from regional_etl.pipeline import read_bronze, run_gold, run_silver, write_bronze
 from regional_etl.resources.warehouse import WarehouseResource
-from regional_etl.spark.resource import SparkResource
-from regional_etl.transforms.revenue import daily_revenue
-from regional_etl_tests.conftest import TEST_SPARK_CONF
 from regional_etl_tests.oracle import ecb_usd_per_unit, expected_partition
+from regional_etl_tests.release_support import (
+    REPO,
+    ShiftedEURServer,
+    failure,
+    materialize_diff,
+    namespace_resources,
+    run_job,
+    shifted_quote,
+)
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 DATE = "2024-03-08"
-EUR_SHIFT = Decimal("1.01")
-
-
-def shifted_quote(units_per_usd: float) -> float:
-    """The new FX source's EUR quote: 1% more EUR per USD, 6 decimals like the service."""
-    return float((Decimal(str(units_per_usd)) * EUR_SHIFT).quantize(Decimal("0.000001")))
-
-
-class ShiftedEURHandler(FXRequestHandler):
-    """The product's FX answers with the EUR quote shifted: green's deliberate rule change."""
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        status, body = answer(parts.path, parse_qs(parts.query))
-        if status == 200 and "EUR" in body["rates"]:
-            body["rates"]["EUR"] = shifted_quote(body["rates"]["EUR"])
-        self.send_json(status, body)
-
-
-class ShiftedEURServer(FXServer):
-    handler = ShiftedEURHandler
 
 
 @dataclass
@@ -82,27 +59,10 @@ class Release:
         release.pointer_path(self.warehouse).unlink(missing_ok=True)
 
 
-def _resources(tmp: Path, namespace: str, fx_url: str) -> dict[str, Any]:
-    return {
-        "spark": SparkResource(session_config=TEST_SPARK_CONF),
-        "warehouse": WarehouseResource(
-            landing_root=str(tmp / "landing"),
-            warehouse_root=str(tmp / "warehouse"),
-            namespace=namespace,
-        ),
-        "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
-        "fx": FXRatesResource(
-            base_url=fx_url,
-            breaker_storage_url=f"sqlite:///{tmp / f'breaker-{namespace}.sqlite'}",
-            backoff_base_seconds=0.01,
-            backoff_max_seconds=0.05,
-        ),
-    }
-
-
-def _build_blue(spark, warehouse: WarehouseResource) -> None:
+def _build_blue(spark, resource: WarehouseResource) -> None:
     """The live release as an earlier version of the pipeline left it: the product's own steps
     in one pass over the four drops (its gates are not what these tests are about)."""
+    warehouse = resource.paths()
     partitions = [DateRegion(DATE, r) for r in REGIONS]
     rates = ecb_usd_per_unit(dt.date.fromisoformat(DATE))
     fx = spark.createDataFrame(
@@ -110,16 +70,14 @@ def _build_blue(spark, warehouse: WarehouseResource) -> None:
     )
     day = daily_predicate([DATE])
     replace_partitions(fx, warehouse.table(Table.FX_RATES), Table.FX_RATES, day, "blue")
-    drops = [ready_drop(warehouse.landing(), p) for p in partitions]
-    write_bronze(read_drops(spark, warehouse.landing(), drops), warehouse, partitions, "blue")
+    drops = [ready_drop(warehouse.landing, p) for p in partitions]
+    write_bronze(read_drops(spark, warehouse.landing, drops), warehouse, partitions, "blue")
     gates = QualityGateResource(min_rows=10, max_quarantine_ratio=0.5)
     run = run_silver(
         read_bronze(spark, warehouse, partitions), warehouse, partitions, "blue", gates
     )
     assert not run.blocked
-    orders = read_table(spark, warehouse.table(Table.ORDERS)).where(day)
-    gold = daily_revenue(orders)
-    replace_partitions(gold, warehouse.table(Table.DAILY_REVENUE), Table.DAILY_REVENUE, day, "blue")
+    assert not run_gold(spark, warehouse, [DATE], "blue").blocked
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +91,13 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
     with contextlib.ExitStack() as stack:
         instance = stack.enter_context(DagsterInstance.from_config(str(home)))
         new_fx = stack.enter_context(ShiftedEURServer())
-        blue_resources = _resources(tmp, "blue", pipeline_fx_server.url)
+        blue_resources = namespace_resources(tmp, "blue", pipeline_fx_server.url)
         _build_blue(spark, blue_resources["warehouse"])
         blue = build_definitions(blue_resources, "blue")
-        green_resources = _resources(tmp, "green", new_fx.url)
+        green_resources = namespace_resources(tmp, "green", new_fx.url)
         green = build_definitions(green_resources, "green")
+        # The documented order: seed green from blue, rebuild the range, diff.
+        assert run_job(green, "start_release", instance).success
         report = run_backfill(
             green, instance, DATE, DATE, landing_root=str(tmp / "landing"), progress=print
         )
@@ -145,31 +105,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
         built = Release(
             tmp / "landing", home, instance, blue, green, green_resources["warehouse"], {}
         )
-        built.diff = _diff(built)
+        built.diff = materialize_diff(green, instance, DATE, DATE)
         yield built
-
-
-def _diff(built: Release, start: str = DATE, end: str = DATE) -> dict[str, Any]:
-    """Materialize green's release_diff as a user would, and return its metadata."""
-    key = AssetKey(["green", "release_diff"])
-    assets_def = built.green.resolve_assets_def(key)
-    result = materialize(
-        [assets_def],
-        instance=built.instance,
-        run_config={"ops": {assets_def.op.name: {"config": {"start": start, "end": end}}}},
-    )
-    assert result.success
-    [mat] = result.asset_materializations_for_node(assets_def.op.name)
-    return dict(mat.metadata)
-
-
-def _run(defs: Definitions, job: str, instance: DagsterInstance):
-    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
-
-
-def _failure(result) -> str:
-    [event] = [e for e in result.all_events if e.is_step_failure]
-    return event.step_failure_data.user_failure_data.description
 
 
 def _checksums(spark, live: release.LiveRelease) -> dict[str, str]:
@@ -283,7 +220,7 @@ def test_promote_switches_readers_and_rollback_restores_blue_exactly(built: Rele
     built.reset_pointer()
     before = _checksums(spark, release.live(built.warehouse))
 
-    promoted = _run(built.green, "promote_release", built.instance)
+    promoted = run_job(built.green, "promote_release", built.instance)
     assert promoted.success
     pointer = release.read_pointer(built.warehouse)
     assert (pointer.live, pointer.previous) == ("green", "blue")
@@ -300,16 +237,18 @@ def test_promote_switches_readers_and_rollback_restores_blue_exactly(built: Rele
     assert after[Table.RAW_ORDERS.value] != before[Table.RAW_ORDERS.value]  # green's run ids
 
     # Promoting again is refused: green is already live.
-    assert "green is already live" in _failure(_run(built.green, "promote_release", built.instance))
+    assert "green is already live" in failure(
+        run_job(built.green, "promote_release", built.instance)
+    )
 
     # Launched where users launch it: the release location (the live one has no release jobs).
-    rolled = _run(built.green, "rollback_release", built.instance)
+    rolled = run_job(built.green, "rollback_release", built.instance)
     assert rolled.success
     assert release.read_pointer(built.warehouse).live == "blue"
     assert _checksums(spark, release.live(built.warehouse)) == before
     assert release.read_pointer(built.warehouse).history[-1]["run_id"] == rolled.run_id
     # One step back only: a second rollback has no promotion to undo.
-    assert "already" in _failure(_run(built.green, "rollback_release", built.instance))
+    assert "already" in failure(run_job(built.green, "rollback_release", built.instance))
 
 
 def test_a_release_over_its_thresholds_or_with_ungated_dates_is_refused(
@@ -366,7 +305,7 @@ def test_a_reader_during_promotion_sees_all_blue_or_all_green(built: Release, sp
     thread.start()
     try:
         assert first_read.wait(120)
-        result = _run(built.green, "promote_release", built.instance)
+        result = run_job(built.green, "promote_release", built.instance)
         promoted.set()
         thread.join(120)
     finally:
@@ -378,9 +317,40 @@ def test_a_reader_during_promotion_sees_all_blue_or_all_green(built: Release, sp
     assert seen[0] == blue and seen[-1] == green
 
 
-def test_a_release_starts_from_shallow_clones_of_the_live_tables(tmp_path: Path, spark) -> None:
-    """Seeded, a release rebuilds only its range; the dates outside it stay the live ones, and
-    writing the release never touches the live table it was cloned from."""
+def test_two_promotions_at_once_switch_once(built: Release, spark) -> None:
+    """The release lock (filelock) serializes them: the second sees green live and refuses,
+    and the pointer records one switch."""
+    built.reset_pointer()
+    outcomes: dict[str, Any] = {}
+    start = threading.Barrier(2)
+
+    def promote(run_id: str) -> None:
+        start.wait()
+        try:
+            outcomes[run_id] = release.promote(
+                spark, built.warehouse, release.ReleaseThresholds(), built.instance, run_id, "t"
+            )
+        except release.ReleaseRefused as exc:
+            outcomes[run_id] = exc
+
+    threads = [threading.Thread(target=promote, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    refused = [o for o in outcomes.values() if isinstance(o, release.ReleaseRefused)]
+    assert len(outcomes) == 2 and len(refused) == 1
+    assert refused[0].reasons == ["green is already live"]
+    pointer = release.read_pointer(built.warehouse)
+    assert pointer.live == "green" and len(pointer.history) == 1
+
+
+def test_a_release_starts_from_a_copy_of_the_live_tables_every_time(tmp_path: Path, spark) -> None:
+    """Seeded, a release rebuilds only its range; the dates outside it stay the live ones,
+    writing the release never touches the live table it was copied from, and seeding again
+    replaces what the release held with the live tables as they are then."""
+    from deltalake import DeltaTable
+
     blue = WarehouseResource(warehouse_root=str(tmp_path))
     green = WarehouseResource(warehouse_root=str(tmp_path), namespace="green")
     days = [dt.date(2024, 3, 7), dt.date(2024, 3, 8)]
@@ -389,15 +359,33 @@ def test_a_release_starts_from_shallow_clones_of_the_live_tables(tmp_path: Path,
     path = blue.table(Table.FX_RATES)
     replace_partitions(fx, path, Table.FX_RATES, daily_predicate(map(str, days)), "blue")
 
-    assert release.seed(spark, green) == [Table.FX_RATES.value]
+    started = release.seed(spark, green, "seed-1")
+    # The versions it copied, recorded for promotion; the tables blue lacks start empty.
+    assert started.live_versions == {
+        t.value: (1 if t is Table.FX_RATES else -1) for t in release.DIFF_KEYS
+    }
+    assert release.read_seed(green, "green") == started
     new = spark.createDataFrame([(days[1], "EUR", Decimal("1.0900000000"))], schema(Table.FX_RATES))
-    clone = green.table(Table.FX_RATES)
-    replace_partitions(new, clone, Table.FX_RATES, daily_predicate([str(days[1])]), "green")
+    copy = green.table(Table.FX_RATES)
+    replace_partitions(new, copy, Table.FX_RATES, daily_predicate([str(days[1])]), "green")
 
     def rates(p: str) -> list[tuple]:
         return sorted((r["order_date"], r["usd_per_unit"]) for r in read_table(spark, p).collect())
 
     assert rates(path) == [(d, Decimal("1.0800000000")) for d in days]
-    assert rates(clone) == [(days[0], Decimal("1.0800000000")), (days[1], Decimal("1.0900000000"))]
+    assert rates(copy) == [(days[0], Decimal("1.0800000000")), (days[1], Decimal("1.0900000000"))]
     with pytest.raises(release.ReleaseRefused, match="blue is live"):
-        release.seed(spark, blue)
+        release.seed(spark, blue, "seed-blue")
+
+    # Again, over a release that has data of its own: green is blue's again, history kept.
+    again = release.seed(spark, green, "seed-2")
+    assert rates(copy) == rates(path)
+    assert again.versions[Table.FX_RATES.value] > started.versions[Table.FX_RATES.value]
+    # Another engine reads every table of both namespaces, their history included.
+    for namespace in (blue, green):
+        for t in release.DIFF_KEYS:
+            if not Path(namespace.table(t)).exists():
+                continue
+            table = DeltaTable(namespace.table(t))
+            assert table.history(), t
+            assert len(table.to_pandas()) == read_table(spark, namespace.table(t)).count()

@@ -1,6 +1,8 @@
 """Release: the diff of this location's namespace against the live one, and the promotion and
 rollback jobs that a user launches from the UI with that diff on the asset's page."""
 
+from dataclasses import asdict
+
 from dagster import (
     AssetExecutionContext,
     Config,
@@ -39,12 +41,12 @@ def release_diff(
     config: ReleaseRange,
     spark: SparkResource,
     warehouse: WarehouseResource,
-    release_thresholds: release.ReleaseThresholds,
 ) -> MaterializeResult:
     """The data diff of this location's namespace against the live one over a date range: per
     table and (date, region) rows, keys only on one side, keys whose values differ (per
-    column), and the revenue difference per (date, region). Also written as
-    `_release_diff.json` in the namespace; `promote_release` promotes what it describes."""
+    column), and the revenue difference per (date, region), with the verdict a promotion would
+    reach now. Also written as `_release_diff.json` in the namespace; `promote_release`
+    promotes what it describes."""
     try:
         dates = date_range(config.start, config.end, names=("config start", "config end"))
     except ValueError as exc:
@@ -59,12 +61,14 @@ def release_diff(
             spark.spark_session, warehouse, warehouse.namespace, dates, context.run.run_id
         )
     path = release.write_report(warehouse, diff)
+    thresholds = release.ReleaseThresholds.from_settings()
     refusals = [
+        *release.live_moves(warehouse, release.read_seed(warehouse, warehouse.namespace), diff),
         *release.gate_failures(context.instance, warehouse.namespace, dates),
-        *release_thresholds.violations(diff),
+        *thresholds.violations(diff),
     ]
     verdict = (
-        "**Promotable**: gates passed, within thresholds."
+        "**Promotable**: gates passed, within thresholds, no live change hidden."
         if not refusals
         else "**Not promotable**:\n" + "\n".join(f"- {r}" for r in refusals)
     )
@@ -80,6 +84,7 @@ def release_diff(
             "promotable": MetadataValue.bool(not refusals),
             "refusals": MetadataValue.json(refusals),
             "live": MetadataValue.text(diff.live),
+            "thresholds": MetadataValue.json(asdict(thresholds)),
             "report": MetadataValue.path(str(path)),
         }
     )
@@ -124,34 +129,75 @@ def _revenue_table(diff: release.ReleaseDiff) -> MetadataValue:
 
 
 @op
-def seed(context: OpExecutionContext, spark: SparkResource, warehouse: WarehouseResource):
-    """Start a release: every table of this location's namespace becomes a shallow clone of the
-    live one, so the release only has to rebuild its range."""
+def seed(
+    context: OpExecutionContext, spark: SparkResource, warehouse: WarehouseResource
+) -> Output[None]:
+    """Start a release: every table of this location's namespace is replaced by a copy of the
+    live one at its current Delta version (recorded), so the release only has to rebuild its
+    range. Refused when this namespace is live."""
     try:
         with spark.connection_errors():
-            cloned = release.seed(spark.spark_session, warehouse)
+            started = release.seed(spark.spark_session, warehouse, context.run.run_id)
     except release.ReleaseRefused as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
-    context.log.info(f"{warehouse.namespace} starts from the live tables: {', '.join(cloned)}")
-    return Output(None, metadata={"cloned": MetadataValue.json(cloned)})
+    context.log.info(f"{warehouse.namespace} starts from {started.live} at {started.live_versions}")
+    return Output(
+        None,
+        metadata={
+            "live": MetadataValue.text(started.live),
+            "live_versions": MetadataValue.json(started.live_versions),
+            "versions": MetadataValue.json(started.versions),
+        },
+    )
+
+
+@op
+def catch_up(
+    context: OpExecutionContext, spark: SparkResource, warehouse: WarehouseResource
+) -> Output[None]:
+    """Copy again into this location's namespace the live partitions outside the range of its
+    latest diff that changed since the seed (a date the live location loaded meanwhile, a late
+    drop of an old date), at the live tables' current versions. Partitions inside the range
+    that changed in the live namespace are listed: only a rebuild in this location brings them
+    in. Then materialize release_diff again."""
+    try:
+        with spark.connection_errors():
+            found = release.catch_up(spark.spark_session, warehouse, context.run.run_id)
+    except release.ReleaseRefused as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+
+    def listed(by_table: dict) -> dict[str, list[str]]:
+        return {t: sorted(map(str, ps)) for t, ps in sorted(by_table.items())}
+
+    if found.inside:
+        context.log.warning(
+            "changed in the live namespace inside the release range, to rebuild in "
+            f"{warehouse.namespace}: {listed(found.inside)}"
+        )
+    return Output(
+        None,
+        metadata={
+            "copied": MetadataValue.json(listed(found.outside)),
+            "to_rebuild": MetadataValue.json(listed(found.inside)),
+        },
+    )
 
 
 @op
 def promote(
-    context: OpExecutionContext,
-    spark: SparkResource,
-    warehouse: WarehouseResource,
-    release_thresholds: release.ReleaseThresholds,
+    context: OpExecutionContext, spark: SparkResource, warehouse: WarehouseResource
 ) -> Output[None]:
     """Switch readers to this location's namespace in one step: refused unless its latest
-    release_diff still describes its tables, every blocking gate of the range passed, and the
-    diff is within the thresholds."""
+    release_diff still describes its tables, every blocking gate of the range passed, the diff
+    is within the deployment's thresholds (REGIONAL_ETL_RELEASE_MAX_CHANGED_ORDERS and
+    REGIONAL_ETL_RELEASE_MAX_REVENUE_DIFF_USD, read now: no run config loosens them), and no
+    live partition changed since the seed or the diff that the release does not hold."""
     try:
         with spark.connection_errors():
             entry = release.promote(
                 spark.spark_session,
                 warehouse,
-                release_thresholds,
+                release.ReleaseThresholds.from_settings(),
                 context.instance,
                 context.run.run_id,
                 context.job_name,
@@ -180,9 +226,17 @@ def rollback(context: OpExecutionContext, warehouse: WarehouseResource) -> Outpu
     return Output(None, metadata={"switch": MetadataValue.json(entry)})
 
 
-@job(description="Start this location's release from shallow clones of the live tables.")
+@job(description="Start this location's release from a copy of the live tables.")
 def start_release() -> None:
     seed()
+
+
+@job(
+    description="Copy again the live partitions outside the release range that changed since "
+    "the seed; then diff again."
+)
+def catch_up_release() -> None:
+    catch_up()
 
 
 @job(description="Promote this location's release: readers switch to it in one step.")
@@ -195,4 +249,4 @@ def rollback_release() -> None:
     rollback()
 
 
-RELEASE_JOBS = [start_release, promote_release, rollback_release]
+RELEASE_JOBS = [start_release, catch_up_release, promote_release, rollback_release]

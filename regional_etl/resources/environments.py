@@ -12,7 +12,6 @@ from dagster import EnvVar
 
 from regional_etl import settings
 from regional_etl.checks import QualityGateResource
-from regional_etl.release import ReleaseThresholds
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.spark.resource import SparkResource
@@ -51,13 +50,6 @@ def resources_for(env: str | None = None, namespace: str | None = None) -> dict[
         "warehouse": _warehouse(namespace),
         "quality_gates": quality_gates(),
     }
-
-
-def release_thresholds() -> ReleaseThresholds:
-    return ReleaseThresholds(
-        max_changed_orders=settings.configured(settings.RELEASE_MAX_CHANGED_ORDERS, int),
-        max_revenue_diff_usd=settings.configured(settings.RELEASE_MAX_REVENUE_DIFF_USD, float),
-    )
 
 
 def quality_gates() -> QualityGateResource:
