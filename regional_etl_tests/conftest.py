@@ -55,6 +55,23 @@ def no_process_left_behind() -> Iterator[None]:
     assert not left, f"processes of this test session still running: {left}"
 
 
+@pytest.fixture(autouse=True)
+def no_dagster_instance_context_leaks_into_the_next_test() -> Iterator[None]:
+    """Each test starts with the Dagster instance context it found. Entering an instance sets a
+    context variable, Dagster's current definitions-state storage, that the next load of a
+    `Definitions` reads; contexts that Dagster enters lazily and holds until they are exited
+    (a sensor context built from an instance ref, `build_init_resource_context()`) keep the
+    storage of an instance that a finished test has already deleted. Measured: a whole-suite
+    run where `test_automation.py` left one set, and a later `materialize()` in the same worker
+    failed with "unable to open database file" on that instance's folder."""
+    from dagster._core.storage.defs_state.base import _current_storage  # no public reset
+
+    before = _current_storage.get()
+    yield
+    if _current_storage.get() is not before:
+        _current_storage.set(before)
+
+
 # The product's local Spark Connect server is started by whichever test first needs it (a Spark
 # test, or a run under `dagster dev`) in whichever pytest-xdist worker runs it first. The process
 # that runs no tests (the xdist controller, or pytest itself without xdist) decides at the very
