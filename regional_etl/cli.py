@@ -203,16 +203,11 @@ def backfill_exit_status(report: BackfillReport) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from regional_etl.fx.server import FXServer
-
     args.start, args.end = _date(DEMO_START), _date(DEMO_END)
     args.rows, args.seed, args.anomalies, args.landing = args.rows, 7, True, None
     _cmd_generate(args)
-    # The demo starts the bundled FX service explicitly, as production would have its own.
-    with FXServer() as server:
-        settings.FX_URL.set(server.url)
-        print(f"FX service at {server.url}")
-        code = _cmd_backfill(args)
+    # The embedded default: without REGIONAL_ETL_FX_URL the runs read the bundled ECB history.
+    code = _cmd_backfill(args)
     home = settings.DAGSTER_HOME.get() or "."
     print(
         "\nOpen the UI:  DAGSTER_HOME="
