@@ -57,19 +57,21 @@ def no_process_left_behind() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def no_dagster_instance_context_leaks_into_the_next_test() -> Iterator[None]:
-    """Each test starts with the Dagster instance context it found. Entering an instance sets a
-    context variable, Dagster's current definitions-state storage, that the next load of a
-    `Definitions` reads; contexts that Dagster enters lazily and holds until they are exited
-    (a sensor context built from an instance ref, `build_init_resource_context()`) keep the
-    storage of an instance that a finished test has already deleted. Measured: a whole-suite
-    run where `test_automation.py` left one set, and a later `materialize()` in the same worker
-    failed with "unable to open database file" on that instance's folder."""
+    """Each test starts outside any Dagster instance context. Entering an instance sets a
+    context variable, Dagster's current definitions-state storage, that every later load of a
+    `Definitions` reads (`materialize`, `execute_in_process`); a context Dagster enters lazily
+    and holds until it is exited (a schedule or sensor context built from an instance ref,
+    `build_init_resource_context()`), or a module fixture's instance that is torn down after
+    the tests' own teardown, can leave it pointing at an instance whose temporary folder is
+    already deleted. Measured in whole-suite runs: a later `materialize()` in the same worker
+    failed with "unable to open database file" on such a folder. A test's own instance (the
+    `instance` fixture) is entered after this reset, so it is the one its loads see."""
     from dagster._core.storage.defs_state.base import _current_storage  # no public reset
 
     before = _current_storage.get()
+    _current_storage.set(None)
     yield
-    if _current_storage.get() is not before:
-        _current_storage.set(before)
+    _current_storage.set(before)
 
 
 # The product's local Spark Connect server is started by whichever test first needs it (a Spark
