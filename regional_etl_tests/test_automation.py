@@ -45,12 +45,14 @@ LINE = (
 
 
 def tick(instance: DagsterInstance, landing: Path, cursor: str | None) -> SensorResult:
-    context = build_sensor_context(
+    # Exited here: a context left open enters an instance of its own when first asked for it
+    # and, collected in a later test, restores that test's Dagster context to a deleted one.
+    with build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"warehouse": WarehouseResource(landing_root=str(landing))},
-    )
-    result = landing_sensor(context)
+    ) as context:
+        result = landing_sensor(context)
     if not isinstance(result, SensorResult):
         return SensorResult(run_requests=[], cursor=cursor)
     return result
@@ -133,13 +135,13 @@ def test_daily_schedule_launches_yesterdays_ready_drops_and_leaves_the_rest_pend
     landing = tmp_path / "landing"
 
     def tick() -> Any:
-        context = build_schedule_context(
+        with build_schedule_context(
             instance=instance,
             scheduled_execution_time=dt.datetime(2024, 3, 9, 1, 0, tzinfo=dt.UTC),
             resources={"warehouse": WarehouseResource(landing_root=str(landing))},
             repository_def=defs.get_repository_def(),
-        )
-        return regional_orders_schedule.evaluate_tick(context)
+        ) as context:
+            return regional_orders_schedule.evaluate_tick(context)
 
     def launched() -> list[str]:
         return sorted(r.partition_key or "" for r in tick().run_requests or [])
@@ -157,11 +159,10 @@ def test_daily_schedule_launches_yesterdays_ready_drops_and_leaves_the_rest_pend
         AssetMaterialization("raw_orders", partition="2024-03-08|eu-west")
     )
     assert launched() == [k for k in ready if k != "2024-03-08|eu-west"]
-    fx = fx_rates_schedule.evaluate_tick(
-        build_schedule_context(
-            scheduled_execution_time=dt.datetime(2024, 3, 9, 0, 15, tzinfo=dt.UTC)
-        )
-    )
+    with build_schedule_context(
+        scheduled_execution_time=dt.datetime(2024, 3, 9, 0, 15, tzinfo=dt.UTC)
+    ) as context:
+        fx = fx_rates_schedule.evaluate_tick(context)
     assert [r.partition_key for r in fx.run_requests or []] == ["2024-03-08"]
 
 
