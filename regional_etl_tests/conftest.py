@@ -18,7 +18,7 @@ from regional_etl.checks import QualityGateResource
 from regional_etl.definitions import build_definitions
 from regional_etl.fx.server import FXServer
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.resources.warehouse import BLUE, WarehouseResource
 from regional_etl.spark import server as spark_server
 from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.fx_faults import FaultyFXServer
@@ -154,21 +154,32 @@ class Pipeline:
         return str(self.warehouse / name)
 
 
-def build_pipeline(root: Path, fx_url: str) -> Pipeline:
-    """The test pipeline under `root`, its FX rates from `fx_url`."""
-    landing, warehouse = root / "landing", root / "warehouse"
-    resources: dict[str, Any] = {
+def pipeline_resources(root: Path, fx_url: str, namespace: str = BLUE) -> dict[str, Any]:
+    """The resources of a test code location writing `namespace` under `root` (landing and
+    warehouse shared by every namespace), its FX rates from `fx_url`."""
+    breaker = "breaker.sqlite" if namespace == BLUE else f"breaker-{namespace}.sqlite"
+    return {
         "spark": SparkResource(session_config=TEST_SPARK_CONF),
-        "warehouse": WarehouseResource(landing_root=str(landing), warehouse_root=str(warehouse)),
+        "warehouse": WarehouseResource(
+            landing_root=str(root / "landing"),
+            warehouse_root=str(root / "warehouse"),
+            namespace=namespace,
+        ),
         # Test drops are small: the volume gate's floor is scaled down with them.
         "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
         "fx": FXRatesResource(
             base_url=fx_url,
-            breaker_storage_url=f"sqlite:///{root / 'breaker.sqlite'}",
+            breaker_storage_url=f"sqlite:///{root / breaker}",
             backoff_base_seconds=0.01,
             backoff_max_seconds=0.05,
         ),
     }
+
+
+def build_pipeline(root: Path, fx_url: str) -> Pipeline:
+    """The test pipeline under `root`, its FX rates from `fx_url`."""
+    resources = pipeline_resources(root, fx_url)
+    landing, warehouse = root / "landing", root / "warehouse"
     return Pipeline(landing, warehouse, resources, build_definitions(resources))
 
 

@@ -13,12 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from regional_etl.checks import QualityGateResource
 from regional_etl.fx.server import FXRequestHandler, FXServer, answer
-from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.warehouse import WarehouseResource
-from regional_etl.spark.resource import SparkResource
-from regional_etl_tests.conftest import TEST_SPARK_CONF
+from regional_etl_tests.conftest import pipeline_resources
 
 REPO = Path(__file__).resolve().parents[1]
 EUR_SHIFT = Decimal("1.01")
@@ -48,21 +44,7 @@ class ShiftedEURServer(FXServer):
 
 def namespace_resources(tmp: Path, namespace: str, fx_url: str) -> dict[str, Any]:
     """The resources of one namespace's code location; landing and warehouse are shared."""
-    return {
-        "spark": SparkResource(session_config=TEST_SPARK_CONF),
-        "warehouse": WarehouseResource(
-            landing_root=str(tmp / "landing"),
-            warehouse_root=str(tmp / "warehouse"),
-            namespace=namespace,
-        ),
-        "quality_gates": QualityGateResource(min_rows=10, max_quarantine_ratio=0.5),
-        "fx": FXRatesResource(
-            base_url=fx_url,
-            breaker_storage_url=f"sqlite:///{tmp / f'breaker-{namespace}.sqlite'}",
-            backoff_base_seconds=0.01,
-            backoff_max_seconds=0.05,
-        ),
-    }
+    return pipeline_resources(tmp, fx_url, namespace)
 
 
 def docs_diff_config(start: str, end: str) -> dict[str, Any]:
