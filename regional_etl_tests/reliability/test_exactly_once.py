@@ -48,12 +48,14 @@ class Driver:
         self.deduplicated = 0
 
     def tick(self) -> list[str]:
-        context = build_sensor_context(
+        # Exited here: a context left open is collected in a later test and restores that
+        # test's Dagster context to a deleted one.
+        with build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
             resources={"warehouse": self.pipeline.resources["warehouse"]},
-        )
-        result = landing_sensor(context)
+        ) as context:
+            result = landing_sensor(context)
         if not isinstance(result, SensorResult):
             return []
         self.cursor = result.cursor or self.cursor

@@ -15,7 +15,7 @@ from dagster import (
     DagsterRun,
     Definitions,
     Failure,
-    SensorEvaluationContext,
+    SensorDefinition,
     asset,
     build_sensor_context,
     instance_for_test,
@@ -60,27 +60,33 @@ def failed_fx_run(
     return run
 
 
-def sensor_context(
-    instance: DagsterInstance, webhook: AlertWebhookResource, cursor: str | None = None
-) -> SensorEvaluationContext:
-    return build_sensor_context(
+def evaluate(
+    sensor: SensorDefinition,
+    instance: DagsterInstance,
+    webhook: AlertWebhookResource,
+    cursor: str | None = None,
+):
+    """One tick of `sensor`, its context exited here: a context left open keeps its resources
+    and, collected in a later test, restores that test's Dagster context to a deleted one."""
+    with build_sensor_context(
         instance=instance,
         cursor=cursor,
-        sensor_name=run_failure_alert.name,
+        sensor_name=sensor.name,
         resources={"alert_webhook": webhook},
-    )
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def start_sensor(instance: DagsterInstance, webhook: AlertWebhookResource) -> str:
     """The sensor's first tick, as the daemon runs it, on an instance with no failed run yet."""
-    result = run_failure_alert.evaluate_tick(sensor_context(instance, webhook))
+    result = evaluate(run_failure_alert, instance, webhook)
     assert result.skip_message == "no failed run" and result.cursor
     return result.cursor
 
 
 def next_tick(instance: DagsterInstance, webhook: AlertWebhookResource, cursor: str | None):
     """One more tick from `cursor`: the sensor handles the run failures recorded since."""
-    return run_failure_alert.evaluate_tick(sensor_context(instance, webhook, cursor))
+    return evaluate(run_failure_alert, instance, webhook, cursor)
 
 
 @pytest.fixture
@@ -235,18 +241,18 @@ def test_a_run_that_failed_before_the_first_tick_is_alerted_once(
     resource = AlertWebhookResource(url=webhook.url)
     run = failed_fx_run(instance, fx_server, make_resources)
 
-    first = sensor.evaluate_tick(sensor_context(instance, resource))
+    first = evaluate(sensor, instance, resource)
     assert first.skip_message == "alerted 1 failed run(s)"
     assert [p["body"]["run_id"] for p in webhook.received] == [run.run_id]
 
-    again = sensor.evaluate_tick(sensor_context(instance, resource, first.cursor))
+    again = evaluate(sensor, instance, resource, first.cursor)
     assert again.skip_message == "no failed run"
-    restarted = sensor.evaluate_tick(sensor_context(instance, resource))  # cursor reset
+    restarted = evaluate(sensor, instance, resource)  # cursor reset
     assert restarted.skip_message == "alerted 0 failed run(s)"
     assert restarted.cursor == first.cursor
     # The cursor of the `run_failure_sensor` this sensor replaced also starts a look back.
     replaced = '{"__class__": "RunStatusSensorCursor", "record_id": -1, "update_timestamp": null}'
-    upgraded = sensor.evaluate_tick(sensor_context(instance, resource, replaced))
+    upgraded = evaluate(sensor, instance, resource, replaced)
     assert upgraded.cursor == first.cursor
     assert len(webhook.received) == 1
 

@@ -63,14 +63,16 @@ def tick(
 ) -> SensorResult:
     """One sensor tick at `now` on a fresh context (as after a daemon restart: only the cursor
     carries over), its check results recorded on the instance as the daemon records them."""
-    context = build_sensor_context(instance=instance, cursor=cursor, sensor_name="deadlines")
-    result = evaluate_deadlines(
-        context,
-        WarehouseResource(landing_root=str(landing)),
-        webhook,
-        DeliveryDeadlineResource(lookback_days=1),
-        now,
-    )
+    # Exited here: a context left open is collected in a later test and restores that test's
+    # Dagster context to a deleted one.
+    with build_sensor_context(instance=instance, cursor=cursor, sensor_name="deadlines") as context:
+        result = evaluate_deadlines(
+            context,
+            WarehouseResource(landing_root=str(landing)),
+            webhook,
+            DeliveryDeadlineResource(lookback_days=1),
+            now,
+        )
     for event in result.asset_events:
         instance.report_runless_asset_event(event)
     return result
@@ -192,11 +194,11 @@ def test_the_sensor_evaluates_at_the_time_of_its_tick(
         "alert_webhook": AlertWebhookResource(),
         "delivery_deadlines": deadlines,
     }
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance, resources=resources, sensor_name=delivery_deadline_sensor.name
-    )
-    before = {str(p) for p, _ in due_partitions(deadlines, dt.datetime.now(dt.UTC))}
-    data = delivery_deadline_sensor.evaluate_tick(context)
+    ) as context:
+        before = {str(p) for p, _ in due_partitions(deadlines, dt.datetime.now(dt.UTC))}
+        data = delivery_deadline_sensor.evaluate_tick(context)
     after = {str(p) for p, _ in due_partitions(deadlines, dt.datetime.now(dt.UTC))}
     missing = {e.partition for e in data.asset_events if isinstance(e, AssetCheckEvaluation)}
     # Two deadlines a region in a two-day window (the window may slide during the tick).
