@@ -159,7 +159,8 @@ def test_the_green_location_loads_beside_blue_with_its_own_keys() -> None:
     }
     # A release is built by a backfill of its range: no sensor or schedule starts green runs.
     assert not list(green.sensors or []) and not list(green.schedules or [])
-    assert {"promote_release", "rollback_release"} <= {j.name for j in green.resolve_all_job_defs()}
+    release_jobs = {"start_release", "catch_up_release", "promote_release", "rollback_release"}
+    assert release_jobs <= {j.name for j in green.resolve_all_job_defs()}
 
 
 def test_the_release_diff_config_the_docs_give_is_what_dagster_accepts() -> None:
