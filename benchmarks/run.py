@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, per_partition
+from benchmarks import load, per_partition, step_profile
 from benchmarks.common import (
     CLASSIC_ON_SERVER,
     FULL,
@@ -45,7 +45,7 @@ from benchmarks.procmon import machine
 from benchmarks.report import format_report, summarize
 from benchmarks.ui_backfill import run_ui_backfill
 
-SECTIONS = ("load", "backfill", "ui_backfill", "per_partition", "gate", "scaling")
+SECTIONS = ("load", "backfill", "ui_backfill", "per_partition", "gate", "scaling", "profile")
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLES = ("bronze/raw_orders", "silver/orders", "silver/orders_quarantine")
 
@@ -387,13 +387,23 @@ def main(argv: list[str] | None = None) -> int:
                         sizes.load_repeats, env, work / "logs", warm_up=not sizes.smoke
                     )
 
-            # A smoke run: (a), the gate and the load beside (b), (c), (c') and scaling (and
-            # (u)); they write to warehouses and instances of their own.
-            side = (
-                [beside.submit(f) for f in (per_partition_section, gate_section, load_section)]
-                if sizes.smoke
-                else []
-            )
+            def profile_section() -> None:
+                if "profile" in sections:
+                    say("step profile: (b) run_backfill with every Spark and Delta call timed")
+                    results["profile"] = step_profile.run_profile(
+                        work,
+                        landing,
+                        sizes.start,
+                        end_date(sizes),
+                        sizes.rows,
+                        fx.url,
+                        server.jvm_pid,
+                    )
+
+            # A smoke run: (a), the gate, the load and the step profile beside (b), (c), (c')
+            # and scaling (and (u)); they write to warehouses and instances of their own.
+            lanes = (per_partition_section, gate_section, load_section, profile_section)
+            side = [beside.submit(f) for f in lanes] if sizes.smoke else []
             if not sizes.smoke:
                 load_section()
 
@@ -462,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sizes.smoke:
                 per_partition_section()
                 gate_section()
+                profile_section()
 
             if "scaling" in sections:
                 scaling: list[dict[str, Any]] = []
