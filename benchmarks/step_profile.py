@@ -459,6 +459,7 @@ def daemon_waits(u: dict[str, Any]) -> dict[str, Any] | None:
 def format_section(results: dict[str, Any]) -> list[str]:
     """The profile's printed lines (none when the section did not run)."""
     from benchmarks.report import _s, _table
+    from regional_etl.partitions import date_range
 
     profile = results.get("profile")
     if not profile or not profile.get("result"):
@@ -500,7 +501,7 @@ def format_section(results: dict[str, Any]) -> list[str]:
     rows = [line(r, f"{r['run']} {_short(r['range'])}".strip()) for r in p["rows"]]
     rows.append(line(p["outside"], "outside runs (start, imports, between runs)"))
     rows.append(line(p["total"], "total"))
-    days = len({d for r in p["rows"] for d in _dates(r["range"])})
+    days = len(date_range(profile["start"], profile["end"]))
     out = [
         "",
         f"{HEADING}: run_backfill in one process, every Spark Connect call, Delta helper and "
@@ -536,10 +537,6 @@ def format_section(results: dict[str, Any]) -> list[str]:
             f"({', '.join(f'{w:.1f}' for w in waits['waits_s'])} s; {waits['runs']} runs)"
         )
     return out
-
-
-def _dates(span: str) -> set[str]:
-    return {part.strip().split("|")[0] for part in span.split("..") if part.strip()}
 
 
 def _short(span: str) -> str:
