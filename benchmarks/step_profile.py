@@ -509,7 +509,8 @@ def format_section(results: dict[str, Any]) -> list[str]:
         f"{profile['rows_per_partition']:,} rows)",
         _table(header, rows),
         "Spark actions: Connect plan executions (queries, writes, SQL commands); other RPCs: "
-        "analyze (schemas), config, session release. Delta: writes = replace_partitions calls, "
+        "analyze (schema, persist), config, session release. Delta: writes = "
+        "replace_partitions calls, "
         "commits from the tables' histories (run id in userMetadata; table creations by time), "
         "log reads = table creation checks, version pins, commit lookups and table row counts; "
         "write s = the write executions (the write job and its commit). Log reads and writes "
