@@ -162,7 +162,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "u_over_b_met": _ratio(u, b) is not None and u / b <= TARGETS["u_over_b_max"],
             "u_over_c_met": _ratio(u, c) is not None and u / c <= TARGETS["u_over_c_max"],
         }
-    if results.get("profile", {}).get("result"):
+    if step_profile.PROFILE_KEY in results.get("profile", {}).get("result", {}):
         summary["profile"] = step_profile.summarize(results["profile"])
     return summary
 
