@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks import step_profile
+
 # The issue's targets. They are reported, never asserted: this machine is shared and noisy.
 TARGETS = {
     # Issue 11: per-partition runs on the product's Spark Connect path over the backfill's days
@@ -160,6 +162,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "u_over_b_met": _ratio(u, b) is not None and u / b <= TARGETS["u_over_b_max"],
             "u_over_c_met": _ratio(u, c) is not None and u / c <= TARGETS["u_over_c_max"],
         }
+    if step_profile.PROFILE_KEY in results.get("profile", {}).get("result", {}):
+        summary["profile"] = step_profile.summarize(results["profile"])
     return summary
 
 
@@ -415,4 +419,5 @@ def format_report(results: dict[str, Any]) -> str:
             f"{_verdict(r['u_over_b_met'])}), u/c {r['u_over_c']} "
             f"(target <= {TARGETS['u_over_c_max']}: {_verdict(r['u_over_c_met'])})",
         ]
+    out += step_profile.format_section(results)
     return "\n".join(out)

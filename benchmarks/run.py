@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, per_partition
+from benchmarks import load, per_partition, step_profile
 from benchmarks.common import (
     CLASSIC_ON_SERVER,
     FULL,
@@ -45,7 +45,7 @@ from benchmarks.procmon import machine
 from benchmarks.report import format_report, summarize
 from benchmarks.ui_backfill import run_ui_backfill
 
-SECTIONS = ("load", "backfill", "ui_backfill", "per_partition", "gate", "scaling")
+SECTIONS = ("load", "backfill", "ui_backfill", "per_partition", "gate", "scaling", "profile")
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLES = ("bronze/raw_orders", "silver/orders", "silver/orders_quarantine")
 
@@ -92,14 +92,16 @@ def run_backfill_b(
     rows: int,
     fx_url: str,
     server_pid: int,
+    worker: str = "benchmarks.backfill_dagster",
 ) -> dict[str, Any]:
     """(b): `run_backfill` in a fresh process, on a fresh instance and warehouse; a Spark Connect
-    client, so the server JVM's memory and CPU time while it runs are counted with it."""
+    client, so the server JVM's memory and CPU time while it runs are counted with it.
+    `worker`: the step profile's stands in for (b) in a smoke run (the same run, timed)."""
     home = dagster_home(work / f"home-{name}")
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, max(1, rows // 2))
     argv = python_module(
-        "benchmarks.backfill_dagster",
+        worker,
         "--landing",
         str(landing),
         "--warehouse",
@@ -387,13 +389,26 @@ def main(argv: list[str] | None = None) -> int:
                         sizes.load_repeats, env, work / "logs", warm_up=not sizes.smoke
                     )
 
-            # A smoke run: (a), the gate and the load beside (b), (c), (c') and scaling (and
-            # (u)); they write to warehouses and instances of their own.
-            side = (
-                [beside.submit(f) for f in (per_partition_section, gate_section, load_section)]
-                if sizes.smoke
-                else []
-            )
+            # A smoke run profiles the backfill section's (b) instead of running it again.
+            profile_in_b = sizes.smoke and {"profile", "backfill"} <= set(sections)
+
+            def profile_section() -> None:
+                if "profile" in sections and not profile_in_b:
+                    say("step profile: (b) run_backfill with every Spark and Delta call timed")
+                    results["profile"] = step_profile.run_profile(
+                        work,
+                        landing,
+                        sizes.start,
+                        end_date(sizes),
+                        sizes.rows,
+                        fx.url,
+                        server.jvm_pid,
+                    )
+
+            # A smoke run: (a), the gate, the load and the step profile beside (b), (c), (c')
+            # and scaling (and (u)); they write to warehouses and instances of their own.
+            lanes = (per_partition_section, gate_section, load_section, profile_section)
+            side = [beside.submit(f) for f in lanes] if sizes.smoke else []
             if not sizes.smoke:
                 load_section()
 
@@ -405,7 +420,14 @@ def main(argv: list[str] | None = None) -> int:
                     one: dict[str, Any] = {}
                     say(f"round {n + 1}: (b) run_backfill, one process")
                     one["b"] = run_backfill_b(
-                        work, f"b-1x-r{n}", landing, sizes, sizes.rows, fx.url, server.jvm_pid
+                        work,
+                        f"b-1x-r{n}",
+                        landing,
+                        sizes,
+                        sizes.rows,
+                        fx.url,
+                        server.jvm_pid,
+                        **({"worker": step_profile.WORKER} if profile_in_b else {}),
                     )
                     say(f"(b) {one['b']['wall_s']:.1f}s; (c) bare PySpark")
                     one["c"] = run_bare_c(work, f"c-1x-r{n}", landing, sizes, fx.url, False)
@@ -418,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
                     for name in ("b", "c", "c-opt"):  # ~0.5 GB a round in full mode
                         shutil.rmtree(work / f"warehouse-{name}-1x-r{n}", ignore_errors=True)
                 results["backfill"] = best_rounds(rounds)
+                if profile_in_b:
+                    results["profile"] = step_profile.of_run(
+                        results["backfill"]["b"], sizes.start, end_date(sizes), sizes.rows
+                    )
 
             def ui_section() -> None:
                 # The UI's path and the CLI's, side by side, each on its own instance and
@@ -462,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sizes.smoke:
                 per_partition_section()
                 gate_section()
+                profile_section()
 
             if "scaling" in sections:
                 scaling: list[dict[str, Any]] = []

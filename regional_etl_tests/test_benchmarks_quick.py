@@ -54,6 +54,8 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
         "4b. 2 concurrent regional runs",
         "5. Scaling",
         "UI backfill",
+        "6. Step profile of (b)",
+        "(u) daemon ticks waited",
     ):
         assert heading in stdout, f"{heading!r} missing from:\n{stdout}"
     # Every figure was computed: a missing measurement prints as n/a.
@@ -64,7 +66,7 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
     results = json.loads(files[0].read_text())
     assert results["mode"] == "quick" and results["sizes"]["smoke"] is True
     sections = {"machine", "sizes", "input", "load", "backfill", "ui_backfill", "per_partition"}
-    sections |= {"gate", "scaling"}
+    sections |= {"gate", "scaling", "profile"}
     assert sections <= set(results)
     assert {"nproc", "memory_gib", "cpu_model"} <= set(results["machine"])
     assert results["input"]["lines"] > 0
@@ -111,6 +113,18 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
     assert gate["rows"] > 0 and all(gate["agrees_with_gate"].values()), gate
     assert results["load"]["validate_ok"] is True
     assert results["load"]["jvm_started"] is False
+    # The step profile counted real calls: every run asked Spark and committed to Delta.
+    profile = summary["profile"]
+    assert results["profile"]["result"]["ok"] is True
+    assert [r["run"] for r in profile["rows"]] == [
+        "fx_rates",
+        "raw_orders",
+        "orders+orders_quarantine",
+        "daily_revenue",
+    ], profile["rows"]
+    assert all(
+        r["spark_actions"] > 0 and r["commits"] >= r["delta_writes"] > 0 for r in profile["rows"]
+    )
     # Scaling: both points ran, on twice the lines.
     scaling = summary["scaling"]
     assert [p["factor"] for p in scaling] == list(QUICK.scale_factors)
