@@ -420,4 +420,8 @@ def format_report(results: dict[str, Any]) -> str:
             f"(target <= {TARGETS['u_over_c_max']}: {_verdict(r['u_over_c_met'])})",
         ]
     out += step_profile.format_section(results)
+    if results.get("first_click"):
+        from benchmarks.first_click import format_table
+
+        out += ["", format_table(results["first_click"])]
     return "\n".join(out)
