@@ -53,7 +53,8 @@ class Sizes:
     # server instead of a cold JVM of their own (a minute each on 2 cores); nothing is warmed up
     # before its one timing (the load's validate, the gate's rounds); and the sections run in
     # four lanes instead of one after the other: (u), which mostly waits for the backfill
-    # daemon's iterations; (a); the gate then the load; (b), (c), (c') and scaling.
+    # daemon's iterations; (a); the gate then the load, then the references (r) and (d) in
+    # whichever of those lanes is free first; (b), (c), (c') and scaling.
     smoke: bool = False
 
     @property

@@ -15,12 +15,23 @@ TARGETS = {
     "classic_over_connect_run_min": 5.0,
     "concurrent_memory_max_gib": 3.5,
     "b_over_c_max": 1.5,
+    # Issue 27: the range backfill against the fixed references, a straightforward PySpark
+    # script (r) and DuckDB (d) (benchmarks/reference_*.py).
+    "b_over_r_max": 0.6,
+    "b_over_d_max": 3.0,
     # Issue 12: the UI's asset backfill (webserver + daemon) against the CLI and the bare script.
     "u_over_b_max": 1.5,
     "u_over_c_max": 5.0,
     "gate_over_count_max": 1.3,
     "load_max_s": 3.0,
     "memory_max_gib": 4.0,
+}
+
+
+# The fixed references' rows: key in the results, label in the table.
+REFERENCES = {
+    "r": "(r) reference PySpark script (fixed)",
+    "d": "(d) DuckDB reference (fixed)",
 }
 
 
@@ -36,7 +47,7 @@ def _verdict(ok: bool | None) -> str:
 
 def _min_cpu(backfill: dict[str, Any] | None, variant: str) -> float | None:
     """A variant's least CPU time over its rounds (CPU, too, only gains from noise)."""
-    if not backfill:
+    if not backfill or variant not in backfill:  # results from before the references
         return None
     run = backfill[variant]
     return min(run.get("rounds_cpu_s") or [run["memory"]["cpu_s"]])
@@ -58,11 +69,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "b": b_run["wall_s"] if b_run else None,
             "c": backfill["c"]["wall_s"] if backfill else None,
             "c_optimized": backfill["c_optimized"]["wall_s"] if backfill else None,
+            **{k: (backfill or {}).get(k, {}).get("wall_s") for k in REFERENCES},
         }
         cpus = {
             "a": paths["connect"]["extrapolated_cpu_s"] if a else None,
             "a_classic": paths["classic"]["extrapolated_cpu_s"] if a else None,
-            **{k: _min_cpu(backfill, k) for k in ("b", "c", "c_optimized")},
+            **{k: _min_cpu(backfill, k) for k in ("b", "c", "c_optimized", *REFERENCES)},
         }
         if cpus["b"] is None and b_run:
             cpus["b"] = b_run["memory"]["cpu_s"]
@@ -79,6 +91,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         summary["a_classic_over_b"] = _ratio(walls["a_classic"], walls["b"])
         summary["a_over_b_met"] = None if a_over_b is None else a_over_b <= TARGETS["a_over_b_max"]
         summary["b_over_c_met"] = None if b_over_c is None else b_over_c <= TARGETS["b_over_c_max"]
+        for ref in REFERENCES:
+            ratio = _ratio(walls["b"], walls[ref])
+            summary[f"b_over_{ref}"] = ratio
+            summary[f"b_over_{ref}_cpu"] = _ratio(cpus["b"], cpus[ref])
+            summary[f"b_over_{ref}_met"] = (
+                None if ratio is None else ratio <= TARGETS[f"b_over_{ref}_max"]
+            )
     if a:
         regional = {p: paths[p]["median_run_s"].get("regional_orders_job") for p in paths}
         summary["regional_run_median_s"] = regional
@@ -205,10 +224,10 @@ def format_report(results: dict[str, Any]) -> str:
         regions = sizes.get("bare_regions", 4)
         out.append(
             "SMOKE RUN: every section once at tiny sizes, to show that it runs; no number here "
-            "means anything. The classic-path rows ((a0), (c), (c'), the gate) ran on the warm "
-            "Connect server instead of a JVM of their own; nothing was warmed up before its "
-            "timing; (u), (a), the gate then the code location load ran beside (b), (c), (c') "
-            "and scaling"
+            "means anything. The classic-path rows ((a0), (r), (c), (c'), the gate) ran on the "
+            "warm Connect server instead of a JVM of their own; nothing was warmed up before its "
+            "timing; (u), (a), the gate then the code location load, then (r) and (d) ran "
+            "beside (b), (c), (c') and scaling"
             + (f"; (c) and (c') processed {regions} of the 4 regions." if regions < 4 else ".")
         )
     backfill, a = results.get("backfill"), results.get("per_partition")
@@ -267,6 +286,17 @@ def format_report(results: dict[str, Any]) -> str:
                     f"c/c' = {_s(s['c_over_c_optimized'], 2)}" + _rounds(backfill["c_optimized"]),
                 ],
             ]
+            for ref, label in REFERENCES.items():
+                if ref in backfill:
+                    rows.append(
+                        [
+                            label,
+                            _s(s["wall_s"][ref]),
+                            _s(s["cpu_s"][ref]),
+                            _s(s["rows_per_s"][ref], 0),
+                            "output checked against the oracle" + _rounds(backfill[ref]),
+                        ]
+                    )
             if not b["result"].get("ok"):
                 rows.append(["WARNING: (b) reported failures", "", "", "", b["log"]])
         header = ["variant", "wall s", "CPU s", "rows/s", "notes"]
@@ -277,6 +307,14 @@ def format_report(results: dict[str, Any]) -> str:
             f"b/c = {_s(s['b_over_c'], 2)} (target <= 1.5: {_verdict(s['b_over_c_met'])}); "
             f"in CPU time: a/b = {_s(s['a_over_b_cpu'], 2)}, b/c = {_s(s['b_over_c_cpu'], 2)}"
         )
+        if backfill and "r" in backfill:
+            out.append(
+                "b/r = "
+                f"{_s(s['b_over_r'], 2)} (target <= {TARGETS['b_over_r_max']}: "
+                f"{_verdict(s['b_over_r_met'])}); b/d = {_s(s['b_over_d'], 2)} (target <= "
+                f"{TARGETS['b_over_d_max']}: {_verdict(s['b_over_d_met'])}); in CPU time: "
+                f"b/r = {_s(s['b_over_r_cpu'], 2)}, b/d = {_s(s['b_over_d_cpu'], 2)}"
+            )
         if a:
             med = s["regional_run_median_s"]
             n = s["regional_runs_per_path"]
@@ -312,7 +350,7 @@ def format_report(results: dict[str, Any]) -> str:
             runs = backfill["b"]["result"].get("runs", [])
             by_run = ", ".join(f"{'+'.join(r['assets'])} {r['run_s']:.1f}" for r in runs)
             out.append(f"(b) runs, s: {by_run}; outside runs {s['b_outside_runs_s']} s")
-            for key in ("c", "c_optimized"):
+            for key in ("c", "c_optimized", *(k for k in REFERENCES if k in backfill)):
                 phases = backfill[key]["result"].get("phases_s", {})
                 out.append(
                     f"({key.replace('_optimized', chr(39))}) phases, s: "

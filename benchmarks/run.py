@@ -42,6 +42,7 @@ from benchmarks.common import (
     run_measured,
 )
 from benchmarks.procmon import machine
+from benchmarks.reference_check import ReferenceMismatch, check_warehouse
 from benchmarks.report import format_report, summarize
 from benchmarks.ui_backfill import run_ui_backfill
 from regional_etl_tests.browser import ARTIFACTS
@@ -161,6 +162,55 @@ def run_bare_c(
     measured = run_measured(argv, env, work / "logs" / f"{name}.log", cwd=PROJECT)
     data = with_load(measured, before)
     data["tables"] = {t: delta_files(warehouse / t) for t in TABLES}
+    return data
+
+
+# The fixed references (benchmarks/README.md): the module each runs, and what it writes.
+REFERENCES = {
+    "r": ("benchmarks.reference_spark", "delta"),
+    "d": ("benchmarks.reference_duckdb", "parquet"),
+}
+
+
+def run_reference(
+    work: Path, name: str, variant: str, landing: Path, sizes: Sizes, fx_url: str
+) -> dict[str, Any]:
+    """(r) or (d): a fixed reference in a fresh process over every region of the range, then its
+    tables checked against the oracle (untimed); a mismatch raises `ReferenceMismatch`."""
+    from regional_etl.contract import REGIONS
+    from regional_etl.partitions import date_range
+
+    module, storage = REFERENCES[variant]
+    home = dagster_home(work / f"home-{name}")  # unused by the script; keeps the env identical
+    warehouse = work / f"warehouse-{name}"
+    env = pipeline_env(home, landing, warehouse, fx_url, 1)
+    argv = python_module(
+        module,
+        "--landing",
+        str(landing),
+        "--warehouse",
+        str(warehouse),
+        "--start",
+        sizes.start,
+        "--end",
+        end_date(sizes),
+    )
+    before = os.getloadavg()
+    measured = run_measured(argv, env, work / "logs" / f"{name}.log", cwd=PROJECT)
+    data = with_load(measured, before)
+    if measured.returncode != 0 or not measured.result.get("ok"):
+        raise ReferenceMismatch(f"({variant}) {module} failed; its log: {measured.log}")
+    data["tables"] = {t: delta_files(warehouse / t) for t in TABLES}
+    checking = time.perf_counter()
+    data["checked"] = check_warehouse(
+        f"({variant}) {module}",
+        warehouse,
+        storage,
+        landing,
+        date_range(sizes.start, end_date(sizes)),
+        list(REGIONS),
+    )
+    data["check_s"] = round(time.perf_counter() - checking, 3)
     return data
 
 
@@ -307,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
     )
     # A smoke run's sections beside the backfill and scaling sections (this thread): (u) in a
-    # thread stopped with the benchmark, (a) in another, the gate then the load in a third.
+    # thread stopped with the benchmark, (a) in another, the gate then the load in a third, then
+    # the references (r) and (d) in whichever is free first.
     beside = ThreadPoolExecutor(max_workers=3, thread_name_prefix="beside")
     stop_beside = threading.Event()
     try:
@@ -407,6 +458,16 @@ def main(argv: list[str] | None = None) -> int:
                         sizes.load_repeats, env, work / "logs", warm_up=not sizes.smoke
                     )
 
+            def references(n: int) -> dict[str, Any]:
+                """One turn of the fixed references, each checked against the oracle."""
+                one: dict[str, Any] = {}
+                say(f"round {n + 1}: (r) reference PySpark script")
+                one["r"] = run_reference(work, f"r-1x-r{n}", "r", landing, sizes, fx.url)
+                say(f"(r) {one['r']['wall_s']:.1f}s, output as expected; (d) DuckDB reference")
+                one["d"] = run_reference(work, f"d-1x-r{n}", "d", landing, sizes, fx.url)
+                say(f"(d) {one['d']['wall_s']:.1f}s, output as expected")
+                return one
+
             # A smoke run profiles the backfill section's (b) instead of running it again.
             profile_in_b = sizes.smoke and {"profile", "backfill"} <= set(sections)
 
@@ -423,16 +484,21 @@ def main(argv: list[str] | None = None) -> int:
                         server.jvm_pid,
                     )
 
-            # A smoke run: (a), the gate, the load and the step profile beside (b), (c), (c')
-            # and scaling (and (u)); they write to warehouses and instances of their own.
+            # A smoke run: (a), the gate, the load, the step profile and the references beside
+            # (b), (c), (c') and scaling (and (u)); they write to warehouses and instances of
+            # their own.
             lanes = (per_partition_section, gate_section, load_section, profile_section)
             side = [beside.submit(f) for f in lanes] if sizes.smoke else []
+            smoke_references = (
+                beside.submit(references, 0) if sizes.smoke and "backfill" in sections else None
+            )
             if not sizes.smoke:
                 load_section()
 
             if "backfill" in sections:
                 # Other people's jobs come and go on a shared machine and only ever add time:
-                # (b), (c) and (c') take turns, and each variant's fastest round counts.
+                # (b), the references (r) and (d), (c) and (c') take turns, and each variant's
+                # fastest round counts.
                 rounds: list[dict[str, Any]] = []
                 for n in range(sizes.backfill_rounds):
                     one: dict[str, Any] = {}
@@ -447,15 +513,20 @@ def main(argv: list[str] | None = None) -> int:
                         server.jvm_pid,
                         **({"worker": step_profile.WORKER} if profile_in_b else {}),
                     )
-                    say(f"(b) {one['b']['wall_s']:.1f}s; (c) bare PySpark")
+                    say(f"(b) {one['b']['wall_s']:.1f}s")
+                    if smoke_references is None:
+                        one.update(references(n))
+                    say("(c) bare PySpark")
                     one["c"] = run_bare_c(work, f"c-1x-r{n}", landing, sizes, fx.url, False)
                     say(f"(c) {one['c']['wall_s']:.1f}s; (c') bare PySpark with the proposals")
                     one["c_optimized"] = run_bare_c(
                         work, f"c-opt-1x-r{n}", landing, sizes, fx.url, True
                     )
                     say(f"(c') {one['c_optimized']['wall_s']:.1f}s")
+                    if smoke_references is not None:
+                        one.update(smoke_references.result())
                     rounds.append(one)
-                    for name in ("b", "c", "c-opt"):  # ~0.5 GB a round in full mode
+                    for name in ("b", "r", "d", "c", "c-opt"):  # ~0.5 GB each in full mode
                         shutil.rmtree(work / f"warehouse-{name}-1x-r{n}", ignore_errors=True)
                 results["backfill"] = best_rounds(rounds)
                 if profile_in_b:

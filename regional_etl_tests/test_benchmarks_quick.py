@@ -45,9 +45,13 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
         "(a) one run per partition",
         "(a0) one run per partition",
         "(b) run_backfill",
+        "(r) reference PySpark script",
+        "(d) DuckDB reference",
         "(c) bare PySpark",
         "(c') bare PySpark",
         "a/b = ",
+        "b/r = ",
+        "b/d = ",
         "2. Quality gate",
         "3. Code location load",
         "4. Peak memory",
@@ -76,6 +80,8 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
         "rows_per_s",
         "a_over_b",
         "b_over_c",
+        "b_over_r",
+        "b_over_d",
         "gate_over_count",
         "load_s",
         "memory_peak_gib",
@@ -95,6 +101,11 @@ def test_quick_benchmark_completes_prints_the_table_and_writes_json(tmp_path: Pa
     assert backfill["b"]["result"]["ok"] is True
     assert backfill["b"]["result"]["partitions_succeeded"] == PARTITIONS
     assert backfill["c"]["result"]["ok"] is True
+    # Both fixed references ran over every partition, and their tables matched the oracle's (a
+    # mismatch fails the benchmark itself).
+    for reference in ("r", "d"):
+        assert backfill[reference]["result"]["ok"] is True
+        assert backfill[reference]["checked"]["partitions"] == PARTITIONS, backfill[reference]
     assert backfill["c_optimized"]["result"]["ok"] is True
     # (a): every sampled run of both paths, and the concurrent runs, succeeded.
     per_partition = results["per_partition"]

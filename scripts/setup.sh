@@ -31,7 +31,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev,postgres]"
+.venv/bin/python -m pip install --quiet -e ".[dev,postgres,bench]"
 # The PostgreSQL instance test starts a real server from the machine's binaries: install Debian's
 # package only when no server is there (the test says what is missing if this could not run).
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
