@@ -117,13 +117,26 @@ def wait_for(
         time.sleep(interval)
 
 
+# The local Spark server's supervisor. A run that finds no server starts one in a session of
+# its own, on purpose: it outlives the run and serves every other client (other tests' included)
+# until it stops itself when idle, so it is never one of a `dagster dev`'s stragglers.
+SPARK_SUPERVISOR = "regional_etl.spark.supervisor"
+
+
 def _descendants(root: int) -> list[psutil.Process]:
-    """Every live descendant of `root`, to kill stragglers that left the process group, and only
-    those: a psutil Process is its pid and its start time, so a reused pid is not mistaken."""
+    """Every live descendant of `root` but the local Spark server, to kill stragglers that left
+    the process group, and only those: a psutil Process is its pid and its start time, so a
+    reused pid is not mistaken."""
     try:
-        return psutil.Process(root).children(recursive=True)
+        children = psutil.Process(root).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+    server: set[psutil.Process] = set()
+    for child in children:
+        with suppress(psutil.Error):
+            if SPARK_SUPERVISOR in child.cmdline():
+                server |= {child, *child.children(recursive=True)}
+    return [child for child in children if child not in server]
 
 
 @dataclass
