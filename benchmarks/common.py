@@ -265,6 +265,18 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def worker_argv(
+    module: str, landing: Path, warehouse: Path, start: str, end: str, *extra: str
+) -> list[str]:
+    """argv of a benchmark worker: every worker takes the landing, its warehouse and the range."""
+    return python_module(
+        module,
+        *("--landing", str(landing), "--warehouse", str(warehouse)),
+        *("--start", start, "--end", end),
+        *extra,
+    )
+
+
 def emit(result: dict[str, Any]) -> None:
     """A worker's last word: its numbers, on one line the entry command looks for."""
     print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)

@@ -40,6 +40,7 @@ from benchmarks.common import (
     pipeline_env,
     python_module,
     run_measured,
+    worker_argv,
 )
 from benchmarks.procmon import machine
 from benchmarks.reference_check import ReferenceMismatch, check_warehouse
@@ -111,20 +112,13 @@ def run_backfill_b(
     home = dagster_home(work / f"home-{name}")
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, max(1, rows // 2))
-    argv = python_module(
+    argv = worker_argv(
         worker,
-        "--landing",
-        str(landing),
-        "--warehouse",
-        str(warehouse),
-        "--fx-url",
-        fx_url,
-        "--start",
+        landing,
+        warehouse,
         sizes.start,
-        "--end",
         end_date(sizes),
-        "--min-rows",
-        str(max(1, rows // 2)),
+        *("--fx-url", fx_url, "--min-rows", str(max(1, rows // 2))),
     )
     before = os.getloadavg()
     log = work / "logs" / f"{name}.log"
@@ -144,18 +138,13 @@ def run_bare_c(
     home = dagster_home(work / f"home-{name}")  # unused by the script; keeps the env identical
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, 1)
-    argv = python_module(
+    argv = worker_argv(
         "benchmarks.bare_spark",
-        "--landing",
-        str(landing),
-        "--warehouse",
-        str(warehouse),
-        "--start",
+        landing,
+        warehouse,
         sizes.start,
-        "--end",
         end_date(sizes),
-        "--regions",
-        ",".join(REGIONS[: sizes.bare_regions]),
+        *("--regions", ",".join(REGIONS[: sizes.bare_regions])),
         *(["--optimized"] if optimized else []),
     )
     before = os.getloadavg()
@@ -184,17 +173,7 @@ def run_reference(
     home = dagster_home(work / f"home-{name}")  # unused by the script; keeps the env identical
     warehouse = work / f"warehouse-{name}"
     env = pipeline_env(home, landing, warehouse, fx_url, 1)
-    argv = python_module(
-        module,
-        "--landing",
-        str(landing),
-        "--warehouse",
-        str(warehouse),
-        "--start",
-        sizes.start,
-        "--end",
-        end_date(sizes),
-    )
+    argv = worker_argv(module, landing, warehouse, sizes.start, end_date(sizes))
     before = os.getloadavg()
     measured = run_measured(argv, env, work / "logs" / f"{name}.log", cwd=PROJECT)
     data = with_load(measured, before)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import backfill_dagster
-from benchmarks.common import PROJECT, dagster_home, pipeline_env, python_module, run_measured
+from benchmarks.common import PROJECT, dagster_home, pipeline_env, run_measured, worker_argv
 
 # Where a wrapped function is counted. Categories nest (a write includes its log reads): each is
 # timed at its outermost call only, so a category never counts a second more than the wall time.
@@ -577,20 +577,8 @@ def run_profile(
     warehouse = work / "warehouse-profile"
     min_rows = max(1, rows // 2)
     env = pipeline_env(home, landing, warehouse, fx_url, min_rows)
-    argv = python_module(
-        WORKER,
-        "--landing",
-        str(landing),
-        "--warehouse",
-        str(warehouse),
-        "--fx-url",
-        fx_url,
-        "--start",
-        start,
-        "--end",
-        end,
-        "--min-rows",
-        str(min_rows),
+    argv = worker_argv(
+        WORKER, landing, warehouse, start, end, "--fx-url", fx_url, "--min-rows", str(min_rows)
     )
     measured = run_measured(
         argv, env, work / "logs" / "profile.log", cwd=PROJECT, shared=(server_pid,)
