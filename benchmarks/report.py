@@ -226,8 +226,8 @@ def format_report(results: dict[str, Any]) -> str:
             "SMOKE RUN: every section once at tiny sizes, to show that it runs; no number here "
             "means anything. The classic-path rows ((a0), (r), (c), (c'), the gate) ran on the "
             "warm Connect server instead of a JVM of their own; nothing was warmed up before its "
-            "timing; (u), (a), the gate then the code location load, then (r) and (d) ran "
-            "beside (b), (c), (c') and scaling"
+            "timing; (u) backfilled one layer of the graph (fx_rates); (u), (a), the gate then "
+            "the code location load, then (r) and (d) ran beside (b), (c), (c') and scaling"
             + (f"; (c) and (c') processed {regions} of the 4 regions." if regions < 4 else ".")
         )
     backfill, a = results.get("backfill"), results.get("per_partition")

@@ -45,7 +45,7 @@ from benchmarks.common import (
 from benchmarks.procmon import machine
 from benchmarks.reference_check import ReferenceMismatch, check_warehouse
 from benchmarks.report import format_report, summarize
-from benchmarks.ui_backfill import run_ui_backfill
+from benchmarks.ui_backfill import SMOKE_ASSETS, run_ui_backfill
 from regional_etl_tests.browser import ARTIFACTS
 
 SECTIONS = (
@@ -320,26 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "click.json").write_text(json.dumps(results["first_click"], indent=2))
 
-    # Every Dagster run of the product is a Spark Connect client: warm the local server first,
-    # so no timed run pays its start. It is shared: stopped at the end only if this started it
-    # and nobody else is connected.
-    was_running = spark_server.read_state() is not None
-    warming = time.perf_counter()
-    server = spark_server.ensure_running()
-    results["spark_server"] = {
-        "already_running": was_running,
-        "ensure_running_s": round(time.perf_counter() - warming, 3),
-        "at_start": spark_server.describe(server),
-    }
-    say(
-        f"Spark Connect server {'already running' if was_running else 'started'} at "
-        f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
-    )
     # A smoke run's sections beside the backfill and scaling sections (this thread): (u) in a
     # thread stopped with the benchmark, (a) in another, the gate then the load in a third, then
     # the references (r) and (d) in whichever is free first.
     beside = ThreadPoolExecutor(max_workers=3, thread_name_prefix="beside")
     stop_beside = threading.Event()
+    server_up = threading.Event()
+    was_running = False
+    server: spark_server.ServerState | None = None
     try:
         # One FX service for every process.
         with FXServer() as fx:
@@ -357,12 +345,36 @@ def main(argv: list[str] | None = None) -> int:
                     fx.url,
                     max(1, sizes.rows // 2),
                     stop=stop_beside,
+                    smoke=sizes.smoke,
+                    launch_after=server_up,
                 )
 
             first_u: Future[dict[str, Any]] | None = None
             if sizes.smoke and "ui_backfill" in sections:
-                say("(u) asset backfill launched over the webserver, beside the other sections")
+                # First of all: `dagster dev` starts while the Spark server does, and its
+                # backfill is launched once the server is up.
+                say(
+                    f"(u) asset backfill of {', '.join(SMOKE_ASSETS)} launched over the "
+                    "webserver, beside the other sections"
+                )
                 first_u = beside.submit(ui_run, 0)
+
+            # Every Dagster run of the product is a Spark Connect client: warm the local server
+            # first, so no timed run pays its start. It is shared: stopped at the end only if
+            # this started it and nobody else is connected.
+            was_running = spark_server.read_state() is not None
+            warming = time.perf_counter()
+            server = spark_server.ensure_running()
+            server_up.set()
+            results["spark_server"] = {
+                "already_running": was_running,
+                "ensure_running_s": round(time.perf_counter() - warming, 3),
+                "at_start": spark_server.describe(server),
+            }
+            say(
+                f"Spark Connect server {'already running' if was_running else 'started'} at "
+                f"{server.url} (pid {server.jvm_pid}), warm before any timed run"
+            )
             if not was_running and sizes.name == "full":
                 # A JVM that has only started runs its first Spark and Delta code cold (about
                 # twice as slow): whichever variant came first would pay for it. A 2-day
@@ -590,12 +602,13 @@ def main(argv: list[str] | None = None) -> int:
         beside.shutdown(wait=True, cancel_futures=True)
         results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         after = spark_server.read_state()
-        results["spark_server"]["same_server_at_end"] = bool(
-            after and after.server_id == server.server_id
-        )
+        if server is not None:
+            results["spark_server"]["same_server_at_end"] = bool(
+                after and after.server_id == server.server_id
+            )
         if not was_running and after and after.connected_clients() == 0:
             spark_server.stop()
-            results["spark_server"]["stopped_at_end"] = True
+            results.setdefault("spark_server", {})["stopped_at_end"] = True
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         # The raw numbers first: an hour of measurements must survive a bug in the summary.

@@ -29,6 +29,12 @@ from benchmarks.per_partition import dagster_cli
 from regional_etl_tests.e2e_support import free_port
 
 SENSORS = ("landing_sensor", "regional_automation")
+# What a smoke run's (u) backfills: one layer of the asset graph. Dagster's backfill daemon looks
+# at a backfill every 30 s (`DEFAULT_DAEMON_INTERVAL_SECONDS`, not configurable) and launches each
+# layer on a later look than the one before, so the four layers alone wait about two minutes,
+# which is all a smoke run may take. The UI's backfill of every layer is walked in CI by
+# `test_ui.py::test_browser_materializes_all_over_a_date_range`; a full run times all of it.
+SMOKE_ASSETS = ("fx_rates",)
 # The webserver computes a backfill's status per partition on every query: polled faster, the
 # probe itself takes CPU from the runs it times (the UI's Backfills page refreshes about as often).
 POLL_SECONDS = 2.0
@@ -111,9 +117,14 @@ def run_ui_backfill(
     fx_url: str,
     min_rows: int,
     stop: threading.Event | None = None,
+    smoke: bool = False,
+    launch_after: threading.Event | None = None,
 ) -> dict[str, Any]:
     """(u) once; `stop` (set by another thread) ends it, and its `dagster dev`, at the next
-    poll."""
+    poll; `launch_after`, once set, lets the backfill start (the Spark server is up).
+
+    `smoke` backfills SMOKE_ASSETS only, and clicks as soon as the sensors are stopped instead of
+    once the backfill daemon reports healthy: see SMOKE_ASSETS."""
     from regional_etl.backfill import LAUNCH, STATUS, TERMINAL, backfill_params
     from regional_etl.contract import REGIONS
     from regional_etl.definitions import defs
@@ -164,9 +175,19 @@ def run_ui_backfill(
                     for d in statuses["allDaemonStatuses"]
                 )
 
-            _wait("healthy backfill daemon", daemons_up, 300, proc, log, stop)
+            if not smoke:
+                # The timed click meets a daemon that is running, not one that is starting.
+                _wait("healthy backfill daemon", daemons_up, 300, proc, log, stop)
             ready = [DateRegion(d, r) for d in date_range(start, end) for r in REGIONS]
             params = backfill_params(defs, ready, f"benchmark {start}..{end}")
+            if smoke:
+                params["partitionsByAssets"] = [
+                    p
+                    for p in params["partitionsByAssets"]
+                    if p["assetKey"]["path"][-1] in SMOKE_ASSETS
+                ]
+            while launch_after is not None and not launch_after.wait(1.0):
+                _check(stop)
             clicked, clicked_at = time.perf_counter(), time.time()
             launched = _graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
             backfill_id = launched["backfillId"]
