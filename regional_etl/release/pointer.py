@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 POINTER_FILE = "_live_release.json"
-# The release lock beside the pointer: a SQLite database (filelock's ReadWriteLock), so its name
-# is not the `_live_release.lock` of the exclusive-only FileLock it replaces.
+# The release lock's SQLite database (filelock's ReadWriteLock). Not `_live_release.lock`: a
+# process of an older version flocks that file, which a SQLite lock would not see.
 LOCK_FILE = "_live_release.rwlock"
 
 
@@ -104,8 +104,8 @@ def _release_lock(warehouse: WarehouseResource) -> ReadWriteLock:
     Not filelock's per-path singleton: it coordinates processes, and a thread of this process
     asking for the side another thread holds would get a RuntimeError instead of waiting. Each
     handle is its own SQLite connection, so threads wait on each other as processes do. No
-    timeout, as with the FileLock before: a seed holds it for as long as the copy takes, and a
-    holder that dies releases it with its connection.
+    timeout: a seed holds it for as long as its copy takes, and a holder that dies releases it
+    with its connection.
     """
     path = pointer_path(warehouse).with_name(LOCK_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
