@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance
+from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance, materialize
 
 from regional_etl import release
+from regional_etl.assets.reference import build_fx_rates_asset
 from regional_etl.checks import ORDERS_GATES, REVENUE_GATES
 from regional_etl.contract import CURRENCIES, REGIONS, Table, schema
 from regional_etl.io.delta import current_version, daily_predicate, read_table, replace_partitions
 from regional_etl.release.commits import commits_after
 from regional_etl.release.pointer import Pointer, write_pointer
 from regional_etl.resources.warehouse import WarehouseResource
-from regional_etl_tests.conftest import TEST_SPARK_CONF
+from regional_etl_tests.conftest import TEST_SPARK_CONF, pipeline_resources
 from regional_etl_tests.procs import process_groups
 from regional_etl_tests.release_support import REPO
 
@@ -101,6 +102,35 @@ def test_a_live_write_after_a_switch_is_refused_and_writes_nothing(tmp_path: Pat
     # Back on blue (a rollback): the live location writes again.
     write_pointer(blue, Pointer("blue", "green", []))
     assert _write_fx(spark, blue, DATE, "1.0900000000", "live-4") == version + 1
+
+
+def test_a_live_asset_run_after_a_switch_fails_naming_what_to_rerun(
+    tmp_path: Path, spark, pipeline_fx_server, instance: DagsterInstance
+) -> None:
+    """The live location's assets write through the guard: fx_rates of blue, materialized
+    after readers switched to green, fails its step with LiveNamespaceMoved and commits
+    nothing (its step retries are left out: they would fail the same way, later)."""
+    resources = pipeline_resources(tmp_path, pipeline_fx_server.url)
+    blue: WarehouseResource = resources["warehouse"]
+    Path(blue.warehouse_root).mkdir()
+    write_pointer(blue, Pointer("green", "blue", []))
+    result = materialize(
+        [build_fx_rates_asset(retry_policy=None)],
+        resources=resources,
+        partition_key=DATE,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failed] = [e for e in result.all_events if e.is_step_failure]
+    chain, error = [], failed.step_failure_data.error
+    while error is not None:  # Dagster's step error, caused by the asset's
+        chain.append(error)
+        error = error.cause
+    moved = next((e for e in chain if e.cls_name == "LiveNamespaceMoved"), None)
+    assert moved is not None, chain
+    assert "reference/fx_rates" in moved.message and "readers switched to green" in moved.message
+    assert not Path(blue.table(Table.FX_RATES)).exists()
 
 
 def test_only_the_live_location_on_a_local_warehouse_guards_its_commits(tmp_path: Path) -> None:
