@@ -23,7 +23,7 @@ from regional_etl.automation.schedules import SCHEDULES
 from regional_etl.automation.sensors import SENSORS
 from regional_etl.jobs import ALL_JOBS, asset_jobs
 from regional_etl.resources.environments import resources_for
-from regional_etl.resources.warehouse import BLUE
+from regional_etl.resources.warehouse import BLUE, is_live_location
 
 PIPELINE_MODULES = [reference, bronze, silver, gold]
 
@@ -44,8 +44,8 @@ def build_definitions(
     range of it is one launch.
     """
     namespace = namespace or settings.RELEASE.get() or BLUE
-    prefix = None if namespace == BLUE else namespace
-    live = prefix is None
+    live = is_live_location(namespace)
+    prefix = None if live else namespace
     return Definitions(
         # The UI links each asset to the file and line that defines it.
         assets=with_source_code_references(

@@ -62,6 +62,7 @@ def write_bronze(
         regional_predicate(partitions),
         run_id,
         one_file_per_partition=one_file_per_partition,
+        guard=warehouse.commit_guard,
     )
 
 
@@ -147,6 +148,7 @@ def run_silver(
             regional_predicate(partitions),
             run_id,
             one_file_per_partition=True,
+            guard=warehouse.commit_guard,
         )
         after_step("write orders")
         quarantine = replace_partitions(
@@ -156,6 +158,7 @@ def run_silver(
             regional_predicate(partitions),
             run_id,
             one_file_per_partition=True,
+            guard=warehouse.commit_guard,
         )
         after_step("write quarantine")
     finally:
@@ -213,6 +216,7 @@ def run_gold(
             Table.DAILY_REVENUE,
             daily_predicate(complete),
             run_id,
+            guard=warehouse.commit_guard,
         )
         commit = read_table(spark, result.path, result.version).where(daily_predicate(complete))
         written = _by_date_and_region(commit.collect(), complete)

@@ -25,6 +25,7 @@ from regional_etl.io.landing import (
 from regional_etl.partitions import SAME_DATE, DateRegion, date_region_partitions, run_date_regions
 from regional_etl.pipeline import write_bronze
 from regional_etl.policies import LANDING_RETRY_POLICY
+from regional_etl.release.pointer import write_paths
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.spark.resource import SparkResource
 
@@ -123,7 +124,7 @@ def _ingest(
             [s.drop for s in scans.values()],
             [d for s in scans.values() for d in s.defects],
         )
-        result = write_bronze(lines, warehouse.paths(), sorted(scans), context.run.run_id)
+        result = write_bronze(lines, write_paths(warehouse), sorted(scans), context.run.run_id)
         table_rows = catalog.table_rows(context.instance, context.asset_key, session, result)
     if result.rows != landing_lines:
         # Cannot happen unless the reader and the contract disagree on what a line is.

@@ -17,6 +17,7 @@ from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, daily_partitions, run_dates
 from regional_etl.pipeline import run_gold
 from regional_etl.policies import SPARK_RETRY_POLICY
+from regional_etl.release.pointer import write_paths
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.spark.resource import SparkResource
 
@@ -77,7 +78,11 @@ def daily_revenue(
     with spark.connection_errors():
         session = spark.spark_session
         run = run_gold(
-            session, warehouse.paths(), run_dates(context), context.run.run_id, spark.session_for
+            session,
+            write_paths(warehouse),
+            run_dates(context),
+            context.run.run_id,
+            spark.session_for,
         )
         if run.result is not None:
             rows = catalog.table_rows(context.instance, context.asset_key, session, run.result)

@@ -27,6 +27,7 @@ from regional_etl.fx.rates import BundledSource
 from regional_etl.io.delta import daily_predicate, replace_partitions
 from regional_etl.partitions import daily_partitions, run_dates
 from regional_etl.policies import FX_RETRY_POLICY
+from regional_etl.release.pointer import write_paths
 from regional_etl.resources.fx import FXRatesResource
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.spark.resource import SparkResource
@@ -128,12 +129,14 @@ def _materialize_fx_rates(
         with spark.connection_errors():
             session = spark.session_for(len(rows))
             frame = session.createDataFrame(rows, schema(Table.FX_RATES))
+            paths = write_paths(warehouse)
             result = replace_partitions(
                 frame.coalesce(1),
-                warehouse.table(Table.FX_RATES),
+                paths.table(Table.FX_RATES),
                 Table.FX_RATES,
                 daily_predicate(published),
                 context.run.run_id,
+                guard=paths.commit_guard,
             )
             table_rows = catalog.table_rows(context.instance, context.asset_key, session, result)
         metadata = {

@@ -22,6 +22,7 @@ from regional_etl.contract import Table
 from regional_etl.partitions import SAME_DATE, date_region_partitions, run_date_regions
 from regional_etl.pipeline import MissingFXRatesError, read_bronze, run_silver
 from regional_etl.policies import UPSTREAM_RETRY_POLICY
+from regional_etl.release.pointer import write_paths
 from regional_etl.resources.warehouse import WarehouseResource
 from regional_etl.spark.resource import SparkResource
 
@@ -77,7 +78,7 @@ def orders(
     partitions = run_date_regions(context)
     try:
         with spark.connection_errors():
-            paths = warehouse.paths()
+            paths = write_paths(warehouse)
             bronze = read_bronze(spark.spark_session, paths, partitions)
             # The session's evaluation mode follows the size of the step: its landing lines,
             # which the reconciliation gate counts anyway.

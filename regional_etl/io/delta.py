@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,12 @@ CONFLICT_RETRIES = 10
 # Where a run looks for its own commit: the other writers of a table commit a few times at most
 # between a run's commit and its lookup, and reading the whole history grows with the log.
 RECENT_COMMITS = 50
+
+# What a writer holds around its commit, given the table and the replaceWhere predicate: it may
+# raise instead of letting the commit happen. The live location's writers pass one that takes
+# the shared side of the release lock (`release.pointer.live_commit`); this layer knows nothing
+# of releases.
+CommitGuard = Callable[[Table, str], contextlib.AbstractContextManager[object]]
 
 
 def is_write_conflict(exc: BaseException) -> bool:
@@ -138,6 +145,7 @@ def replace_partitions(
     predicate: str,
     run_id: str,
     one_file_per_partition: bool = False,
+    guard: CommitGuard | None = None,
 ) -> WriteResult:
     """Overwrite exactly the rows matching `predicate` with `df`, in one atomic Delta commit.
 
@@ -148,10 +156,12 @@ def replace_partitions(
     `one_file_per_partition` shuffles the rows by the partition columns first, so each table
     partition is written by one task. Worth it when a partition's rows are spread over all the
     tasks (after a shuffle on other keys): one file instead of one per task, for the same time.
+
+    `guard`, if given, is held around the table's creation, the commit and its conflict
+    retries, and may refuse them by raising: then nothing is written.
     """
 
     spark = df.sparkSession
-    ensure_table(spark, path, table)
     target = schema(table)
     if one_file_per_partition:
         df = df.repartition(*partition_columns(table))
@@ -166,18 +176,21 @@ def replace_partitions(
         .option("mergeSchema", "true")
         .partitionBy(*partition_columns(table))
     )
-    # Two runs replacing the same partition at once: Delta commits one and rejects the other,
-    # whose files never become visible. Writing again is safe, the replace being idempotent:
-    # the partition ends up with the complete rows of whichever run commits last, never a mix.
-    for attempt in range(CONFLICT_RETRIES + 1):
-        try:
-            writer.save(path)
-            break
-        except Exception as exc:
-            if not is_write_conflict(exc) or attempt == CONFLICT_RETRIES:
-                raise
-            # Jittered so writers that collided once do not collide again in lockstep.
-            time.sleep(min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
+    with guard(table, predicate) if guard else contextlib.nullcontext():
+        ensure_table(spark, path, table)
+        # Two runs replacing the same partition at once: Delta commits one and rejects the
+        # other, whose files never become visible. Writing again is safe, the replace being
+        # idempotent: the partition ends up with the complete rows of whichever run commits
+        # last, never a mix.
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                writer.save(path)
+                break
+            except Exception as exc:
+                if not is_write_conflict(exc) or attempt == CONFLICT_RETRIES:
+                    raise
+                # Jittered so writers that collided once do not collide again in lockstep.
+                time.sleep(min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
     return commit_of(spark, path, run_id)
 
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from regional_etl.contract import Table
+
+if TYPE_CHECKING:
+    from regional_etl.io.delta import CommitGuard
 
 
 @dataclass(frozen=True)
 class WarehousePaths:
-    """The landing-zone root and the folder of one namespace's tables."""
+    """The landing-zone root and the folder of one namespace's tables, and what every write to
+    them holds around its commit (`replace_partitions`' guard; None: nothing)."""
 
     landing: Path
     root: str  # a resolved local path, or a URI (s3a://bucket/warehouse) passed to Spark as is
+    commit_guard: CommitGuard | None = None
 
     def table(self, table: Table) -> str:
         return join(self.root, table.value)

@@ -8,7 +8,8 @@ that one file atomically, so a query sees all tables of one release, never a mix
 a file, so the warehouse root must be a (shared) file system path; the tables themselves are
 untouched by a promotion.
 
-- `pointer`: the pointer, its lock, the live namespace for readers;
+- `pointer`: the pointer, its lock, the live namespace for readers, the live location's
+  guarded writes;
 - `commits`: tables' Delta versions and the partitions that commits after a version touched;
 - `seeding`: a release starts as a copy of the live tables at recorded versions;
 - `moves`: the live partitions that changed while the release was built, and the catch-up;
@@ -20,12 +21,15 @@ from regional_etl.release.commits import table_versions
 from regional_etl.release.diff import compute_diff
 from regional_etl.release.moves import Moved, catch_up, live_moves, moved
 from regional_etl.release.pointer import (
+    LiveNamespaceMoved,
     LiveRelease,
     Pointer,
     ReleaseRefused,
     live,
+    live_commit,
     pointer_path,
     read_pointer,
+    write_paths,
 )
 from regional_etl.release.promotion import gate_failures, promote, rollback
 from regional_etl.release.report import (
@@ -40,6 +44,7 @@ from regional_etl.transforms.release_diff import DIFF_KEYS
 
 __all__ = [
     "DIFF_KEYS",
+    "LiveNamespaceMoved",
     "LiveRelease",
     "Moved",
     "Pointer",
@@ -51,6 +56,7 @@ __all__ = [
     "compute_diff",
     "gate_failures",
     "live",
+    "live_commit",
     "live_moves",
     "moved",
     "pointer_path",
@@ -63,5 +69,6 @@ __all__ = [
     "seed",
     "seed_path",
     "table_versions",
+    "write_paths",
     "write_report",
 ]

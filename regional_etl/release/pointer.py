@@ -1,27 +1,33 @@
-"""The live-release pointer: which namespace readers see, the lock every switch takes, and the
-one atomic rewrite that switches them."""
+"""The live-release pointer: which namespace readers see, the warehouse's release lock (taken
+exclusively by every switch, shared by every commit of the live location), and the one atomic
+rewrite that switches them."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock
+from filelock import ReadWriteLock
 
 from regional_etl.contract import Table
 from regional_etl.io.delta import read_table
 from regional_etl.io.files import atomic_write
-from regional_etl.resources.warehouse import BLUE, WarehouseResource
+from regional_etl.io.warehouse import WarehousePaths
+from regional_etl.resources.warehouse import BLUE, WarehouseResource, is_live_location
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 POINTER_FILE = "_live_release.json"
+# The release lock's SQLite database (filelock's ReadWriteLock). Not `_live_release.lock`: a
+# process of an older version flocks that file, which a SQLite lock would not see.
+LOCK_FILE = "_live_release.rwlock"
 
 
 class ReleaseRefused(RuntimeError):
@@ -77,17 +83,76 @@ def live(warehouse: WarehouseResource) -> LiveRelease:
     return LiveRelease(warehouse, read_pointer(warehouse).live)
 
 
+class LiveNamespaceMoved(RuntimeError):
+    """A commit of the live location refused because its namespace is no longer the live one:
+    a promotion (or a rollback) switched readers away while the run worked. Nothing of it was
+    written."""
+
+    def __init__(self, table: Table, predicate: str, namespace: str, live: str) -> None:
+        super().__init__(
+            f"{table.value} ({predicate}) not written to {namespace}: readers switched to {live} "
+            f"while this run worked, so they would never see it. Re-run these partitions where "
+            f"{live} is written (its code location, or this one once it writes {live}): they "
+            "will land where readers are."
+        )
+        self.table, self.predicate, self.namespace, self.live = table, predicate, namespace, live
+
+
+def _release_lock(warehouse: WarehouseResource) -> ReadWriteLock:
+    """The warehouse's one release lock, a new handle for one hold.
+
+    Not filelock's per-path singleton: it coordinates processes, and a thread of this process
+    asking for the side another thread holds would get a RuntimeError instead of waiting. Each
+    handle is its own SQLite connection, so threads wait on each other as processes do. No
+    timeout: a seed holds it for as long as its copy takes, and a holder that dies releases it
+    with its connection.
+    """
+    path = pointer_path(warehouse).with_name(LOCK_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ReadWriteLock(path, is_singleton=False)
+
+
 @contextlib.contextmanager
 def pointer_lock(warehouse: WarehouseResource) -> Iterator[Pointer]:
-    """Hold the warehouse's release lock and yield the pointer as it is under it.
+    """Hold the warehouse's release lock exclusively and yield the pointer as it is under it.
 
     Two switches at once would each read the old pointer and the second would lose the first;
-    a seed of a namespace that a promotion makes live meanwhile would overwrite live tables.
+    a seed of a namespace that a promotion makes live meanwhile would overwrite live tables;
+    a live commit during a promotion's checks would land after them, unchecked (`live_commit`
+    waits while this is held, and a held `live_commit` makes this wait).
     """
-    path = pointer_path(warehouse)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.with_suffix(".lock")):
+    with contextlib.closing(_release_lock(warehouse)) as lock, lock.write_lock():
         yield read_pointer(warehouse)
+
+
+@contextlib.contextmanager
+def live_commit(warehouse: WarehouseResource, table: Table, predicate: str) -> Iterator[None]:
+    """Hold the release lock shared for one commit of the live location, if its namespace is
+    still live; raise LiveNamespaceMoved otherwise.
+
+    Shared, so live runs commit side by side as before. A switch takes the lock exclusively for
+    its checks and its pointer rewrite: a commit either ends before the checks start (and they
+    see it) or starts after the switch (and finds its namespace no longer live).
+    """
+    with contextlib.closing(_release_lock(warehouse)) as lock, lock.read_lock():
+        live = read_pointer(warehouse).live
+        if live != warehouse.namespace:
+            raise LiveNamespaceMoved(table, predicate, warehouse.namespace, live)
+        yield
+
+
+def write_paths(warehouse: WarehouseResource) -> WarehousePaths:
+    """This location's namespace as the paths a step writes through (`WarehouseResource.paths`),
+    with the live location's commits guarded by `live_commit`.
+
+    A release location's writes need no guard: a promotion refuses a candidate whose tables
+    changed since its diff. A remote warehouse has no pointer file, so nothing can switch its
+    readers: there the guard is left out.
+    """
+    paths = warehouse.paths()
+    if warehouse.is_remote() or not is_live_location(warehouse.namespace):
+        return paths
+    return replace(paths, commit_guard=functools.partial(live_commit, warehouse))
 
 
 def write_pointer(warehouse: WarehouseResource, pointer: Pointer) -> None:

@@ -16,6 +16,12 @@ RELEASES_DIR = "releases"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
+def is_live_location(namespace: str) -> bool:
+    """Whether the code location writing `namespace` is the live one (blue: the schedules and
+    sensors, no release jobs) rather than a release location, which builds a candidate."""
+    return namespace == BLUE
+
+
 class WarehouseResource(ConfigurableResource):
     """The landing-zone root (JSONL drops) and the warehouse root (Delta tables).
 
