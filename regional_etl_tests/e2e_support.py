@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -189,9 +190,26 @@ class DagsterDev:
         return stop_tree(self.proc, grace)
 
 
+class SlowStop(UserWarning):
+    """A process tree needed more than SLOW_STOP_SECONDS to stop after SIGTERM. Shown in the
+    warnings summary of a passing run on purpose: CI runs lost 120 s to such a stop (both
+    graces) twice without saying which process held it (the closing notes of 2026-12-07)."""
+
+
+SLOW_STOP_SECONDS = 10.0
+
+
+def _described(process: psutil.Process) -> str:
+    with suppress(psutil.Error):
+        return f"{process.pid} [{process.status()}] {' '.join(process.cmdline())[:160]}"
+    return f"{process.pid} (gone)"
+
+
 def stop_tree(proc: subprocess.Popen[bytes], grace: float = 60.0) -> list[int]:
     """SIGTERM the process group of `proc`, wait, then SIGKILL it; also kill descendants that
-    left the group. Returns the pids that survived SIGTERM (for the report), after killing them."""
+    left the group. Returns the pids that survived SIGTERM (for the report), after killing them.
+    A stop slower than SLOW_STOP_SECONDS warns (SlowStop) with what was still running."""
+    started = time.monotonic()
     stragglers = _descendants(proc.pid)
     try:
         pgid = os.getpgid(proc.pid)
@@ -200,11 +218,23 @@ def stop_tree(proc: subprocess.Popen[bytes], grace: float = 60.0) -> list[int]:
     _signal_group(pgid, signal.SIGTERM)
     with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
+    leader_s = time.monotonic() - started
     # Give the rest of the group (run workers, JVMs) the same grace to wind down.
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(p.is_running() for p in stragglers):
         time.sleep(0.5)
     survivors = [p for p in stragglers if p.is_running()]
+    took = time.monotonic() - started
+    if took > SLOW_STOP_SECONDS:
+        leader = "exited" if proc.poll() is not None else "still running"
+        warnings.warn(
+            SlowStop(
+                f"stopping pid {proc.pid} took {took:.0f} s: the leader {leader} after "
+                f"{leader_s:.0f} s; still running after the grace: "
+                f"{[_described(p) for p in survivors] or 'none'}"
+            ),
+            stacklevel=2,
+        )
     _signal_group(pgid, signal.SIGKILL)
     for process in survivors:
         with suppress(psutil.NoSuchProcess):
