@@ -133,8 +133,7 @@ def measure(
                         say(f"{name} click: {result[name]}")
                     context.close()
             finally:
-                # `dagster dev` in the background ignores SIGTERM (FIELD-NOTES): no point in
-                # the helper's full grace; nothing here needs a clean shutdown.
+                # Nothing here needs a clean shutdown: a short grace, then SIGKILL.
                 stop_tree(dev.proc, grace=5.0)
     finally:
         result["spark_server"] = _stop_spark_server(state_dir, env)

@@ -35,6 +35,13 @@ DAGSTER_BIN = Path(sys.executable).with_name("dagster")
 DAEMON_TICK_SECONDS = "5"
 SENSOR_INTERVAL_SECONDS = "10"
 DAEMON_TICK_PATH = Path(__file__).resolve().with_name("daemon_tick")
+# A command started in the background of a non-interactive shell, as CI starts the suite,
+# inherits SIGINT ignored, and Dagster's CLIs then ignore SIGTERM as well: they give SIGTERM
+# whatever SIGINT's handler was at start (dagster._utils.interrupts.setup_interrupt_handlers).
+# Every stop of `dagster dev` then waited out both 60 s graces of stop_tree (two per CI run).
+# `env --default-signal` hands the child the default dispositions back, so SIGTERM shuts the
+# webserver, the daemon and their code servers down as Ctrl-C would.
+DEFAULT_SIGNALS = ["env", "--default-signal=INT,TERM"]
 
 
 def daemon_tick_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -266,7 +273,7 @@ def dagster_dev(
     code = ["-w", str(target)] if isinstance(target, Path) else ["-m", target]
     webserver = DAGSTER_BIN.with_name("dagster-webserver")
     command = [str(DAGSTER_BIN), "dev"] if daemon else [str(webserver)]
-    argv = [*command, *code, "-h", HOST, "-p", str(port)]
+    argv = [*DEFAULT_SIGNALS, *command, *code, "-h", HOST, "-p", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             argv,
@@ -314,7 +321,13 @@ def dagster_daemon(
 ) -> Iterator[Daemon]:
     """`dagster-daemon run -w <workspace>` in cwd, its own session; always stopped as a whole
     process tree (its code server and run workers included) on exit."""
-    argv = [str(DAGSTER_BIN.with_name("dagster-daemon")), "run", "-w", str(workspace)]
+    argv = [
+        *DEFAULT_SIGNALS,
+        str(DAGSTER_BIN.with_name("dagster-daemon")),
+        "run",
+        "-w",
+        str(workspace),
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             argv,
