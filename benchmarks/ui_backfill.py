@@ -26,7 +26,7 @@ import yaml
 
 from benchmarks.common import PROJECT, dagster_home, pipeline_env, spawn, stop_group
 from benchmarks.per_partition import dagster_cli
-from regional_etl_tests.e2e_support import free_port
+from regional_etl_tests.e2e_support import DEFAULT_SIGNALS, free_port
 
 SENSORS = ("landing_sensor", "regional_automation")
 # What a smoke run's (u) backfills: one layer of the asset graph. Dagster's backfill daemon looks
@@ -142,7 +142,9 @@ def run_ui_backfill(
     log.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [dagster_cli(), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    # DEFAULT_SIGNALS: SIGTERM stops it at once even when the benchmark runs in a background job.
+    argv = [*DEFAULT_SIGNALS, dagster_cli(), "dev", "-w", "workspace.yaml"]
+    argv += ["-h", "127.0.0.1", "-p", str(port)]
     with open(log, "wb") as out:
         proc = spawn(argv, env, out, PROJECT)
         try:
