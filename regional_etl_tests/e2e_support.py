@@ -200,7 +200,8 @@ class DagsterDev:
 class SlowStop(UserWarning):
     """A process tree needed more than SLOW_STOP_SECONDS to stop after SIGTERM. Shown in the
     warnings summary of a passing run on purpose: CI runs lost 120 s to such a stop (both
-    graces) twice without saying which process held it (the closing notes of 2026-12-07)."""
+    graces) without saying which process held it, until this warning named `dagster dev` and
+    its children, all ignoring SIGTERM (the cause: DEFAULT_SIGNALS)."""
 
 
 SLOW_STOP_SECONDS = 10.0
