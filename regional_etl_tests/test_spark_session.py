@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import psutil
+import pytest
 
 from regional_etl.spark.resource import SparkResource
 from regional_etl_tests.procs import java_children, listening_addresses
@@ -89,3 +90,34 @@ def test_an_endpoint_refusing_the_evaluation_settings_runs_the_step_anyway(
     assert session.range(4).count() == 4
     assert "refused the evaluation settings" in caplog.text
     session.stop()
+
+
+def test_setup_copies_the_jars_a_checkout_on_this_machine_resolved_before(
+    tmp_path, monkeypatch
+) -> None:
+    """A clean clone in CI takes the user cache's resolution instead of starting a JVM to fetch
+    the same jars again; a resolution for another coordinate there is never taken."""
+    import json
+
+    from regional_etl.spark import jars
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    cache = jars.user_cache_dir()
+    cache.mkdir(parents=True)
+    names = ["io.delta_delta-spark_2.13-x.jar", "io.delta_delta-storage-x.jar"]
+    for name in names:
+        (cache / name).write_bytes(name.encode())
+    (cache / jars.MANIFEST).write_text(
+        json.dumps({"coordinate": jars.delta_coordinate(), "jars": names})
+    )
+
+    checkout = tmp_path / "checkout" / ".cache" / "jars"
+    resolved = jars.resolve_jars(checkout)
+    assert resolved == [str(checkout / n) for n in names]
+    assert [(checkout / n).read_bytes() for n in names] == [n.encode() for n in names]
+    assert jars.resolved_jars(checkout) == resolved
+
+    (cache / jars.MANIFEST).write_text(json.dumps({"coordinate": "io.delta:old:1", "jars": names}))
+    monkeypatch.setattr(jars, "_resolve_with_ivy", lambda d: pytest.fail(f"Ivy for {d}"))
+    with pytest.raises(pytest.fail.Exception, match="Ivy for"):
+        jars.resolve_jars(tmp_path / "other-checkout")

@@ -4,6 +4,10 @@ Spark's own ``spark.jars.packages`` resolution runs Ivy at every session start (
 shared cache that is unsafe for concurrent processes). Instead ``regional-etl setup-jars``
 resolves the coordinate once into ``$REGIONAL_ETL_JARS_DIR`` (default ``<project>/.cache/jars``)
 and writes a manifest; every session afterwards passes the local files as ``spark.jars``.
+
+A resolution is also kept per coordinate in the user's cache (``~/.cache/regional-etl/jars``), as
+pip keeps its wheels: a second checkout on the same machine (a clean clone in CI) copies the jars
+from there instead of starting a JVM to fetch the same 33 files from Maven Central again.
 """
 
 from __future__ import annotations
@@ -57,17 +61,53 @@ def resolved_jars(directory: Path | None = None) -> list[str]:
     return jars
 
 
+def user_cache_dir() -> Path:
+    """This coordinate's jars in the user's cache, shared by every checkout on the machine."""
+    name = delta_coordinate().replace(":", "_")
+    root = Path(settings.XDG_CACHE_HOME.get() or "~/.cache").expanduser()
+    return root / "regional-etl" / "jars" / name
+
+
+def _copy_jars(names: list[str], source: Path, directory: Path) -> list[str]:
+    """Copy `names` from `source` and write the manifest last, so that a manifest is only ever
+    beside a complete set (an interrupted copy resolves again)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(source / name, directory / name)
+    _write_manifest(names, directory)
+    return [str(directory / n) for n in names]
+
+
+def _write_manifest(names: list[str], directory: Path) -> None:
+    manifest = {"coordinate": delta_coordinate(), "jars": names}
+    atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2))
+
+
 def resolve_jars(directory: Path | None = None) -> list[str]:
     """Resolve the Delta coordinate and its runtime dependencies with Spark's Ivy, once.
 
-    Idempotent: a manifest for the current coordinate short-circuits. Runs in a throwaway local
-    session so that the resolution itself uses exactly the code path Spark would use.
+    Idempotent: a manifest for the current coordinate short-circuits, and a resolution in the
+    user's cache is copied. Otherwise it runs in a throwaway local session so that the
+    resolution itself uses exactly the code path Spark would use.
     """
     directory = directory or jars_dir()
     try:
         return resolved_jars(directory)
     except JarsNotResolvedError:
         pass
+    cache = user_cache_dir()
+    try:
+        cached = resolved_jars(cache)
+    except JarsNotResolvedError:
+        cached = None
+    if cached is not None:
+        return _copy_jars([Path(j).name for j in cached], cache, directory)
+    names = _resolve_with_ivy(directory)
+    _copy_jars(names, directory, cache)
+    return [str(directory / n) for n in names]
+
+
+def _resolve_with_ivy(directory: Path) -> list[str]:
     from pyspark.sql import SparkSession
 
     coordinate = delta_coordinate()
@@ -92,7 +132,5 @@ def resolve_jars(directory: Path | None = None) -> list[str]:
             spark.stop()
     if not any(n.startswith("io.delta_delta-spark") for n in names):
         raise JarsNotResolvedError(f"Ivy did not resolve {coordinate}: got {names}")
-    atomic_write(
-        directory / MANIFEST, json.dumps({"coordinate": coordinate, "jars": names}, indent=2)
-    )
-    return [str(directory / n) for n in names]
+    _write_manifest(names, directory)
+    return names
