@@ -226,7 +226,7 @@ def schema_problems(actual: Any, expected: Any) -> list[str]:
 
 def step_asset_key(context: AssetExecutionContext, name: str) -> AssetKey:
     """The key of this step's asset called `name`: a release code location prefixes every key
-    with its namespace (green/orders), so asset bodies never spell a key themselves."""
+    with its prefix (release/orders), so asset bodies never spell a key themselves."""
     [key] = [k for k in context.assets_def.keys if k.path[-1] == name]
     return key
 

@@ -15,37 +15,38 @@ from dagster import (
     with_source_code_references,
 )
 
-from regional_etl import settings
 from regional_etl.alerts import ALERT_SENSORS, alert_resources
 from regional_etl.assets import bronze, gold, reference, release, silver
 from regional_etl.automation.deadlines import DEADLINE_CHECKS, DEADLINE_SENSORS, deadline_resources
 from regional_etl.automation.schedules import SCHEDULES
 from regional_etl.automation.sensors import SENSORS
 from regional_etl.jobs import ALL_JOBS, asset_jobs
+from regional_etl.release.promotion import RELEASE_PREFIX
 from regional_etl.resources.environments import resources_for
-from regional_etl.resources.warehouse import BLUE, is_live_location
+from regional_etl.resources.warehouse import LIVE, NEXT
 
 PIPELINE_MODULES = [reference, bronze, silver, gold]
 
 
 def build_definitions(
-    resources: dict[str, Any] | None = None, namespace: str | None = None
+    resources: dict[str, Any] | None = None, release_location: bool = False
 ) -> Definitions:
     """The full code location; tests pass their own resources (paths in tmp_path, a test FX).
 
-    `namespace` (default REGIONAL_ETL_RELEASE, blue) is the warehouse namespace it writes. A
-    release namespace prefixes every asset key with its name (green/orders), so blue and green
-    load side by side in one workspace and their gates stay apart on the instance; it gets no
-    schedules or sensors: a release is built by a backfill of its range from the UI.
+    The live location (workspace.yaml) writes the namespace readers see, blue or green as the
+    release pointer says when each run starts: its asset keys, schedules, sensors and history
+    stay the same across promotions and rollbacks, and no setting changes with them.
 
-    The release tooling (the diff, which needs a date range as run config, and the promote and
-    rollback jobs) loads only in a release location, where it has something to do: everything
-    the live location shows can be launched with no config, so "Materialize all" over a date
-    range of it is one launch.
+    The release location (`release_location`, workspace-release.yaml beside the live one)
+    writes the other namespace. Its asset keys are prefixed `release/` (release/orders), so the
+    two load side by side and their gates stay apart on the instance; it has no schedules or
+    sensors (a release is built by a backfill of its range from the UI), and it holds the
+    release tooling: start_release, the diff (which needs a date range as run config), the
+    catch-up, promote and rollback. Everything the live location shows can be launched with
+    no config, so "Materialize all" over a date range of it is one launch.
     """
-    namespace = namespace or settings.RELEASE.get() or BLUE
-    live = is_live_location(namespace)
-    prefix = None if live else namespace
+    live = not release_location
+    prefix = None if live else RELEASE_PREFIX
     return Definitions(
         # The UI links each asset to the file and line that defines it.
         assets=with_source_code_references(
@@ -65,7 +66,7 @@ def build_definitions(
         resources={
             **alert_resources(),
             **(deadline_resources() if live else {}),
-            **(resources if resources is not None else resources_for(namespace=namespace)),
+            **(resources if resources is not None else resources_for(LIVE if live else NEXT)),
         },
         # A run's steps form a chain (bronze -> silver, or one asset), so a process per step
         # would only add Python start-ups: the parallelism is across runs and in Spark.

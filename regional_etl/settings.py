@@ -114,8 +114,8 @@ DELIVERY_DEADLINE_HOURS = Setting("REGIONAL_ETL_DELIVERY_DEADLINE_HOURS", "6")
 DELIVERY_DEADLINE_HOURS_BY_REGION = Setting("REGIONAL_ETL_DELIVERY_DEADLINE_HOURS_BY_REGION", None)
 # The deadline sensor looks at dates whose deadline passed within this many days.
 DELIVERY_LOOKBACK_DAYS = Setting("REGIONAL_ETL_DELIVERY_LOOKBACK_DAYS", "7")
-# Read when the code location loads (a sensor's interval is part of its definition), like
-# REGIONAL_ETL_RELEASE: a change takes effect on the next reload or deployment.
+# Read when the code location loads (a sensor's interval is part of its definition): a change
+# takes effect on the next reload or deployment.
 # The landing, automation and failure-alert sensors evaluate at most this often (seconds).
 SENSOR_INTERVAL_SECONDS = Setting("REGIONAL_ETL_SENSOR_INTERVAL_SECONDS", "30")
 # Step retries of fx_rates.
@@ -140,9 +140,6 @@ GATE_MAX_QUARANTINE_RATIO = Setting("REGIONAL_ETL_GATE_MAX_QUARANTINE_RATIO", "0
 GATE_BLOCK_QUARANTINE_RATIO = Setting("REGIONAL_ETL_GATE_BLOCK_QUARANTINE_RATIO", "0.5")
 
 # Blue-green releases
-# Warehouse namespace this code location writes: blue (the warehouse root) or a release name such as
-# green (<warehouse>/releases/<name>, asset keys prefixed with it).
-RELEASE = Setting("REGIONAL_ETL_RELEASE", "blue")
 # Promotion refused above this many orders added, removed or changed over the range.
 RELEASE_MAX_CHANGED_ORDERS = Setting("REGIONAL_ETL_RELEASE_MAX_CHANGED_ORDERS", "1000")
 # Promotion refused when a date's revenue moves by more than this (USD, summed over regions).

@@ -60,7 +60,7 @@ def materialize_diff(
     green: Definitions, instance: DagsterInstance, start: str, end: str
 ) -> dict[str, Any]:
     """Materialize green's release_diff with the docs' config, and return its metadata."""
-    assets_def = green.resolve_assets_def(AssetKey(["green", "release_diff"]))
+    assets_def = green.resolve_assets_def(AssetKey(["release", "release_diff"]))
     result = materialize([assets_def], instance=instance, run_config=docs_diff_config(start, end))
     assert result.success
     [mat] = result.asset_materializations_for_node(assets_def.op.name)

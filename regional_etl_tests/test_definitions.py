@@ -145,22 +145,26 @@ def test_warehouse_paths_are_absolute_and_uris_pass_through() -> None:
     )
 
 
-def test_the_green_location_loads_beside_blue_with_its_own_keys() -> None:
-    """Blue and green in one workspace: no asset key, or gate, of one is the other's."""
-    from regional_etl.definitions_green import defs as green
+def test_the_release_location_loads_beside_the_live_one_with_its_own_keys() -> None:
+    """The live and the release location in one workspace: no asset key, or gate, of one is
+    the other's, and neither names a slot: which of blue and green each writes is resolved from
+    the release pointer when a run starts."""
+    from regional_etl.definitions_release import defs as candidate
 
-    Definitions.validate_loadable(green)
-    blue_keys = defs.resolve_asset_graph().get_all_asset_keys()
-    green_keys = green.resolve_asset_graph().get_all_asset_keys()
-    assert {k.to_user_string() for k in green_keys} == {f"green/{k}" for k in RELEASE_GRAPH}
-    assert not blue_keys & green_keys
-    assert green.resolve_job_def("regional_orders_job").asset_layer.executable_asset_keys == {
-        AssetKey(["green", n]) for n in ("raw_orders", "orders", "orders_quarantine")
+    Definitions.validate_loadable(candidate)
+    live_keys = defs.resolve_asset_graph().get_all_asset_keys()
+    release_keys = candidate.resolve_asset_graph().get_all_asset_keys()
+    assert {k.to_user_string() for k in release_keys} == {f"release/{k}" for k in RELEASE_GRAPH}
+    assert not live_keys & release_keys
+    assert candidate.resolve_job_def("regional_orders_job").asset_layer.executable_asset_keys == {
+        AssetKey(["release", n]) for n in ("raw_orders", "orders", "orders_quarantine")
     }
-    # A release is built by a backfill of its range: no sensor or schedule starts green runs.
-    assert not list(green.sensors or []) and not list(green.schedules or [])
+    # A release is built by a backfill of its range: no sensor or schedule starts its runs.
+    assert not list(candidate.sensors or []) and not list(candidate.schedules or [])
     release_jobs = {"start_release", "catch_up_release", "promote_release", "rollback_release"}
-    assert release_jobs <= {j.name for j in green.resolve_all_job_defs()}
+    assert release_jobs <= {j.name for j in candidate.resolve_all_job_defs()}
+    assert (defs.resources or {})["warehouse"].namespace == "live"
+    assert (candidate.resources or {})["warehouse"].namespace == "next"
 
 
 def test_the_release_diff_config_the_docs_give_is_what_dagster_accepts() -> None:
@@ -170,13 +174,13 @@ def test_the_release_diff_config_the_docs_give_is_what_dagster_accepts() -> None
 
     import yaml
 
-    from regional_etl.definitions_green import defs as green
+    from regional_etl.definitions_release import defs as candidate
     from regional_etl.partitions import date_range
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "releases.md").read_text()
     (snippet,) = re.findall(r"`(ops: \{release_diff: .*?\}\}\})`", docs)
-    job = green.get_repository_def().get_implicit_job_def_for_assets(
-        [AssetKey(["green", "release_diff"])]
+    job = candidate.get_repository_def().get_implicit_job_def_for_assets(
+        [AssetKey(["release", "release_diff"])]
     )
     assert job is not None
     assert validate_run_config(job, yaml.safe_load(snippet)), snippet

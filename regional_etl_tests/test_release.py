@@ -53,7 +53,7 @@ class Release:
     blue: Definitions
     green: Definitions
     warehouse: WarehouseResource  # green's
-    diff: dict[str, Any]  # green/release_diff's metadata, as the UI shows it
+    diff: dict[str, Any]  # release/release_diff's metadata, as the UI shows it
 
     def reset_pointer(self) -> None:
         release.pointer_path(self.warehouse).unlink(missing_ok=True)
@@ -93,9 +93,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
         new_fx = stack.enter_context(ShiftedEURServer())
         blue_resources = namespace_resources(tmp, "blue", pipeline_fx_server.url)
         _build_blue(spark, blue_resources["warehouse"])
-        blue = build_definitions(blue_resources, "blue")
+        blue = build_definitions(blue_resources)
         green_resources = namespace_resources(tmp, "green", new_fx.url)
-        green = build_definitions(green_resources, "green")
+        green = build_definitions(green_resources, release_location=True)
         # The documented order: seed green from blue, rebuild the range, diff.
         assert run_job(green, "start_release", instance).success
         report = run_backfill(
@@ -149,13 +149,13 @@ def test_a_new_fx_source_diffs_as_the_oracle_expects(built: Release, spark) -> N
         want = expected_partition(built.landing, DATE, region)
         orders = by[(Table.ORDERS.value, region)]
         changed = len(want.orders) if region == "eu-west" else 0
-        assert (orders["blue_rows"], orders["green_rows"]) == (len(want.orders),) * 2
-        assert (orders["only_blue"], orders["only_green"], orders["changed"]) == (0, 0, changed)
+        assert (orders["live_rows"], orders["release_rows"]) == (len(want.orders),) * 2
+        assert (orders["only_live"], orders["only_release"], orders["changed"]) == (0, 0, changed)
         expected_columns = {"fx_rate": changed, "amount_usd": usd_moves} if changed else {}
         assert orders["changed_columns"] == {k: v for k, v in expected_columns.items() if v}
         quarantine = by[(Table.ORDERS_QUARANTINE.value, region)]
-        assert quarantine["green_rows"] == len(want.quarantine)
-        assert (quarantine["only_blue"], quarantine["only_green"], quarantine["changed"]) == (
+        assert quarantine["release_rows"] == len(want.quarantine)
+        assert (quarantine["only_live"], quarantine["only_release"], quarantine["changed"]) == (
             0,
             0,
             0,
@@ -164,7 +164,7 @@ def test_a_new_fx_source_diffs_as_the_oracle_expects(built: Release, spark) -> N
         gold = by[(Table.DAILY_REVENUE.value, region)]
         assert gold["changed_columns"] == ({"revenue_usd": 1} if changed else {})
     fx = by[(Table.FX_RATES.value, None)]
-    assert (fx["blue_rows"], fx["changed"], fx["changed_columns"]) == (
+    assert (fx["live_rows"], fx["changed"], fx["changed_columns"]) == (
         3,
         1,
         {"usd_per_unit": 1},
@@ -184,7 +184,7 @@ def test_a_new_fx_source_diffs_as_the_oracle_expects(built: Release, spark) -> N
 
 def test_the_diff_is_in_front_of_the_user_in_the_ui(built: Release, tmp_path: Path) -> None:
     """The webserver on the release workspace (blue and green side by side) and the instance the
-    diff was materialized on: green/release_diff's page shows the verdict and the diff tables
+    diff was materialized on: release/release_diff's page shows the verdict and the diff tables
     a user reads before launching promote_release (the README shows its screenshot)."""
     from regional_etl_tests.browser import Shots, chromium, skip_newsletter
     from regional_etl_tests.e2e_support import dagster_dev, isolated_env
@@ -204,7 +204,7 @@ def test_the_diff_is_in_front_of_the_user_in_the_ui(built: Release, tmp_path: Pa
         page.set_default_timeout(120_000)
         shots = Shots(page, tmp_path, "release")
         try:
-            page.goto(f"{web.url}/assets/green/release_diff")
+            page.goto(f"{web.url}/assets/release/release_diff")
             skip_newsletter(page)
             page.get_by_text("promotable").first.wait_for()
             page.get_by_text("max_revenue_diff_usd").first.wait_for()
@@ -265,11 +265,11 @@ def test_a_release_over_its_thresholds_or_with_ungated_dates_is_refused(
 
     # The gates of a date green never built were never evaluated: that date blocks promotion.
     next_day = (dt.date.fromisoformat(DATE) + dt.timedelta(days=1)).isoformat()
-    assert release.gate_failures(built.instance, "green", [DATE]) == []
-    failed = release.gate_failures(built.instance, "green", [DATE, next_day])
+    assert release.gate_failures(built.instance, [DATE]) == []
+    failed = release.gate_failures(built.instance, [DATE, next_day])
     partitions = ", ".join(f"{next_day}|{r}" for r in REGIONS)
-    assert f"gate green/orders:volume never evaluated: {partitions}" in failed
-    assert f"gate green/daily_revenue:all_regions_present never evaluated: {next_day}" in failed
+    assert f"gate release/orders:volume never evaluated: {partitions}" in failed
+    assert f"gate release/daily_revenue:all_regions_present never evaluated: {next_day}" in failed
     assert not any(DATE in f for f in failed)
 
 

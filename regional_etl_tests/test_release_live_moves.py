@@ -74,8 +74,8 @@ def slots(tmp_path_factory: pytest.TempPathFactory, spark, pipeline_fx_server) -
         slots = Slots(
             tmp,
             instance,
-            build_definitions(namespace_resources(tmp, "blue", pipeline_fx_server.url), "blue"),
-            build_definitions(green_resources, "green"),
+            build_definitions(namespace_resources(tmp, "blue", pipeline_fx_server.url)),
+            build_definitions(green_resources, release_location=True),
             green_resources["warehouse"],
         )
         _backfill(slots.blue, slots, DATE, DATE)
@@ -117,7 +117,7 @@ def test_seeding_twice_leaves_every_table_readable_by_delta_rs(slots: Slots, spa
 def test_a_reversed_range_in_the_docs_config_names_the_fields_the_user_typed(
     slots: Slots,
 ) -> None:
-    assets_def = slots.green.resolve_assets_def(AssetKey(["green", "release_diff"]))
+    assets_def = slots.green.resolve_assets_def(AssetKey(["release", "release_diff"]))
     result = materialize(
         [assets_def],
         instance=slots.instance,

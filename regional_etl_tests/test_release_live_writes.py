@@ -67,7 +67,8 @@ def _rate(spark, path: str, date: str) -> Decimal:
 
 
 def test_a_live_write_after_a_switch_is_refused_and_writes_nothing(tmp_path: Path, spark) -> None:
-    blue = WarehouseResource(warehouse_root=str(tmp_path))
+    # Blue fixed, as a live run holds it once it resolved the pointer at its start.
+    blue = WarehouseResource(warehouse_root=str(tmp_path), namespace="blue")
     path = blue.table(Table.FX_RATES)
     version = _write_fx(spark, blue, DATE, "1.0800000000", "live-1")
     assert _rate(spark, path, DATE) == Decimal("1.0800000000")
@@ -133,12 +134,31 @@ def test_a_live_asset_run_after_a_switch_fails_naming_what_to_rerun(
     assert not Path(blue.table(Table.FX_RATES)).exists()
 
 
-def test_only_the_live_location_on_a_local_warehouse_guards_its_commits(tmp_path: Path) -> None:
-    """A release location's writes are the candidate's, which a promotion checks against its
-    diff; a remote warehouse has no pointer, so no switch to guard against."""
-    assert release.write_paths(WarehouseResource(warehouse_root=str(tmp_path))).commit_guard
-    green = WarehouseResource(warehouse_root=str(tmp_path), namespace="green")
-    assert release.write_paths(green).commit_guard is None
+def test_both_locations_on_a_local_warehouse_guard_their_commits(tmp_path: Path, spark) -> None:
+    """The live location's commits need their namespace still live, the release location's
+    need theirs still not live (a candidate that readers switched to is the live location's
+    to write). A remote warehouse has no pointer, so no switch to guard against."""
+    live = WarehouseResource(warehouse_root=str(tmp_path))
+    assert release.write_paths(live).commit_guard
+    candidate = WarehouseResource(warehouse_root=str(tmp_path), namespace="next")
+    paths = release.write_paths(candidate)
+    assert paths.commit_guard and paths.root == str(tmp_path / "releases" / "green")
+
+    write_pointer(live, Pointer("green", "blue", []))
+    with pytest.raises(release.CandidateWentLive, match="not written to green: readers switched"):
+        replace_partitions(
+            spark.createDataFrame([], schema(Table.DAILY_REVENUE)),
+            paths.table(Table.DAILY_REVENUE),
+            Table.DAILY_REVENUE,
+            daily_predicate([DATE]),
+            "release-1",
+            guard=paths.commit_guard,
+        )
+    assert not Path(paths.table(Table.DAILY_REVENUE)).exists()
+    # Resolved again (a new run): the live location writes green, the release location blue.
+    assert release.write_paths(live).root == str(tmp_path / "releases" / "green")
+    assert release.write_paths(candidate).root == str(tmp_path)
+
     remote = WarehouseResource(warehouse_root="s3a://bucket/warehouse")
     assert release.write_paths(remote).commit_guard is None
     assert release.write_paths(remote).root == "s3a://bucket/warehouse"
@@ -207,7 +227,7 @@ def _gates_passed(instance: DagsterInstance) -> None:
             for p in partitions:
                 instance.report_runless_asset_event(
                     AssetCheckEvaluation(
-                        asset_key=AssetKey(["green", asset]),
+                        asset_key=AssetKey(["release", asset]),
                         check_name=gate.name,
                         passed=True,
                         partition=p,

@@ -51,20 +51,21 @@ def release_diff(
         dates = date_range(config.start, config.end, names=("config start", "config end"))
     except ValueError as exc:
         raise Failure(description=f"release_diff: {exc}", allow_retries=False) from None
-    if release.live(warehouse).namespace == warehouse.namespace:
+    if release.live(warehouse).namespace == warehouse.slot:
         raise Failure(
-            description=f"{warehouse.namespace} is live: diff a release from its own location",
+            description=f"{warehouse.slot} is live: diff a release from its own location",
             allow_retries=False,
         )
     with spark.connection_errors():
         diff = release.compute_diff(
-            spark.spark_session, warehouse, warehouse.namespace, dates, context.run.run_id
+            spark.spark_session, warehouse, warehouse.slot, dates, context.run.run_id
         )
     path = release.write_report(warehouse, diff)
     thresholds = release.ReleaseThresholds.from_settings()
+    seed = release.read_seed(warehouse, warehouse.slot)
     refusals = [
-        *release.live_moves(warehouse, release.read_seed(warehouse, warehouse.namespace), diff),
-        *release.gate_failures(context.instance, warehouse.namespace, dates),
+        *release.live_moves(warehouse, seed, diff),
+        *release.gate_failures(context.instance, dates, seed),
         *thresholds.violations(diff),
     ]
     verdict = (
@@ -91,7 +92,7 @@ def release_diff(
 
 
 def _diff_table(diff: release.ReleaseDiff) -> MetadataValue:
-    counts = ["blue_rows", "green_rows", "only_blue", "only_green", "changed"]
+    counts = ["live_rows", "release_rows", "only_live", "only_release", "changed"]
     columns = [
         TableColumn("table", "string"),
         TableColumn("order_date", "string"),
@@ -117,7 +118,7 @@ def _diff_table(diff: release.ReleaseDiff) -> MetadataValue:
 
 
 def _revenue_table(diff: release.ReleaseDiff) -> MetadataValue:
-    names = ["order_date", "region", "blue_usd", "green_usd", "diff_usd"]
+    names = ["order_date", "region", "live_usd", "release_usd", "diff_usd"]
     columns = [
         TableColumn(n, "string" if n in ("order_date", "region") else "float") for n in names
     ]
@@ -140,7 +141,7 @@ def seed(
             started = release.seed(spark.spark_session, warehouse, context.run.run_id)
     except release.ReleaseRefused as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
-    context.log.info(f"{warehouse.namespace} starts from {started.live} at {started.live_versions}")
+    context.log.info(f"{warehouse.slot} starts from {started.live} at {started.live_versions}")
     return Output(
         None,
         metadata={
@@ -172,7 +173,7 @@ def catch_up(
     if found.inside:
         context.log.warning(
             "changed in the live namespace inside the release range, to rebuild in "
-            f"{warehouse.namespace}: {listed(found.inside)}"
+            f"{warehouse.slot}: {listed(found.inside)}"
         )
     return Output(
         None,

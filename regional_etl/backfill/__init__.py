@@ -170,7 +170,7 @@ def backfill_params(
 
 
 def orders_key(defs: Definitions) -> AssetKey:
-    """The `orders` asset of `defs` (a release location prefixes it: green/orders), whose
+    """The `orders` asset of `defs` (the release location prefixes it: release/orders), whose
     partitions the progress and the report count."""
     keys = [s.key for s in defs.resolve_all_asset_specs() if s.key.path[-1] == "orders"]
     if len(keys) != 1:

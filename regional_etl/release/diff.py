@@ -36,18 +36,18 @@ def compute_diff(
 
     Both sides are read at the versions the report records: over Spark Connect every action
     sends its plan again, and the diff must describe exactly what a promotion then checks."""
-    blue = read_pointer(warehouse).live
-    live_versions = table_versions(spark, warehouse, blue)
+    live = read_pointer(warehouse).live
+    live_versions = table_versions(spark, warehouse, live)
     versions = table_versions(spark, warehouse, candidate)
     where = daily_predicate(dates)
     frames = {
         t: (
-            _read_at(spark, warehouse.table(t, blue), t, live_versions[t.value]).where(where),
+            _read_at(spark, warehouse.table(t, live), t, live_versions[t.value]).where(where),
             _read_at(spark, warehouse.table(t, candidate), t, versions[t.value]).where(where),
         )
         for t in TABLES
     }
-    diffs = [table_diff(b, g, t) for t, (b, g) in frames.items()]
+    diffs = [table_diff(old, new, t) for t, (old, new) in frames.items()]
     rows = [
         {
             **r.asDict(),
@@ -65,7 +65,7 @@ def compute_diff(
         .collect()
     ]
     return ReleaseDiff(
-        live=blue,
+        live=live,
         candidate=candidate,
         dates=sorted(dates),
         tables=rows,

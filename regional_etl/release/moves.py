@@ -112,7 +112,7 @@ def catch_up(spark: SparkSession, warehouse: WarehouseResource, run_id: str) -> 
     of the release's latest diff that changed since the release took them; record it in the
     seed. Returns what was copied (`outside`) and what only a rebuild can bring in (`inside`).
     Under the release lock, like the seed."""
-    candidate = warehouse.namespace
+    candidate = warehouse.slot
     what = f"catch-up of {candidate}"
     with pointer_lock(warehouse) as pointer:
         seed, diff = read_seed(warehouse, candidate), read_report(warehouse, candidate)

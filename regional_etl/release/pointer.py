@@ -19,12 +19,11 @@ from regional_etl.contract import Table
 from regional_etl.io.delta import read_table
 from regional_etl.io.files import atomic_write
 from regional_etl.io.warehouse import WarehousePaths
-from regional_etl.resources.warehouse import BLUE, WarehouseResource, is_live_location
+from regional_etl.resources.warehouse import BLUE, POINTER_FILE, WarehouseResource
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-POINTER_FILE = "_live_release.json"
 # The release lock's SQLite database (filelock's ReadWriteLock). Not `_live_release.lock`: a
 # process of an older version flocks that file, which a SQLite lock would not see.
 LOCK_FILE = "_live_release.rwlock"
@@ -125,10 +124,25 @@ def pointer_lock(warehouse: WarehouseResource) -> Iterator[Pointer]:
         yield read_pointer(warehouse)
 
 
+class CandidateWentLive(RuntimeError):
+    """A commit of the release location refused because its namespace became the live one
+    while the run worked: it would change what readers see without a diff or a gate."""
+
+    def __init__(self, table: Table, predicate: str, namespace: str) -> None:
+        super().__init__(
+            f"{table.value} ({predicate}) not written to {namespace}: readers switched to it "
+            "while this release run worked. The live location writes it now; launch "
+            "start_release to build the next release in the other namespace."
+        )
+        self.table, self.predicate, self.namespace = table, predicate, namespace
+
+
 @contextlib.contextmanager
-def live_commit(warehouse: WarehouseResource, table: Table, predicate: str) -> Iterator[None]:
-    """Hold the release lock shared for one commit of the live location, if its namespace is
-    still live; raise LiveNamespaceMoved otherwise.
+def live_commit(
+    warehouse: WarehouseResource, namespace: str, table: Table, predicate: str
+) -> Iterator[None]:
+    """Hold the release lock shared for one commit of the live location into `namespace`, if it
+    is still live; raise LiveNamespaceMoved otherwise.
 
     Shared, so live runs commit side by side as before. A switch takes the lock exclusively for
     its checks and its pointer rewrite: a commit either ends before the checks start (and they
@@ -136,23 +150,35 @@ def live_commit(warehouse: WarehouseResource, table: Table, predicate: str) -> I
     """
     with contextlib.closing(_release_lock(warehouse)) as lock, lock.read_lock():
         live = read_pointer(warehouse).live
-        if live != warehouse.namespace:
-            raise LiveNamespaceMoved(table, predicate, warehouse.namespace, live)
+        if live != namespace:
+            raise LiveNamespaceMoved(table, predicate, namespace, live)
+        yield
+
+
+@contextlib.contextmanager
+def candidate_commit(
+    warehouse: WarehouseResource, namespace: str, table: Table, predicate: str
+) -> Iterator[None]:
+    """The release location's side of `live_commit`: one commit into `namespace` while it is
+    still not live, else CandidateWentLive. A promotion checks the candidate's versions against
+    its diff under the exclusive lock, so a commit before it is seen and refuses it."""
+    with contextlib.closing(_release_lock(warehouse)) as lock, lock.read_lock():
+        if read_pointer(warehouse).live == namespace:
+            raise CandidateWentLive(table, predicate, namespace)
         yield
 
 
 def write_paths(warehouse: WarehouseResource) -> WarehousePaths:
-    """This location's namespace as the paths a step writes through (`WarehouseResource.paths`),
-    with the live location's commits guarded by `live_commit`.
-
-    A release location's writes need no guard: a promotion refuses a candidate whose tables
-    changed since its diff. A remote warehouse has no pointer file, so nothing can switch its
-    readers: there the guard is left out.
-    """
-    paths = warehouse.paths()
-    if warehouse.is_remote() or not is_live_location(warehouse.namespace):
+    """This location's namespace (its slot for this run) as the paths a step writes through,
+    every commit guarded: the live location's by `live_commit`, the release location's by
+    `candidate_commit`. A remote warehouse has no pointer file, so nothing can switch its
+    readers: there the guard is left out."""
+    slot = warehouse.slot
+    paths = WarehousePaths(warehouse.landing(), warehouse.namespace_root(slot))
+    if warehouse.is_remote():
         return paths
-    return replace(paths, commit_guard=functools.partial(live_commit, warehouse))
+    guard = live_commit if warehouse.writes_live() else candidate_commit
+    return replace(paths, commit_guard=functools.partial(guard, warehouse, slot))
 
 
 def write_pointer(warehouse: WarehouseResource, pointer: Pointer) -> None:

@@ -7,11 +7,19 @@ rebuild or exactly the live data (`moves`).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from regional_etl.contract import REGIONS
-from regional_etl.release.commits import table_versions
+from regional_etl.release.commits import (
+    TABLES,
+    CommitsGone,
+    Partition,
+    commits_after,
+    describe,
+    table_versions,
+)
 from regional_etl.release.moves import live_moves
 from regional_etl.release.pointer import (
     Pointer,
@@ -21,8 +29,8 @@ from regional_etl.release.pointer import (
     write_pointer,
 )
 from regional_etl.release.report import ReleaseThresholds, read_report, report_path
-from regional_etl.release.seeding import read_seed
-from regional_etl.resources.warehouse import BLUE, WarehouseResource
+from regional_etl.release.seeding import Seed, read_seed
+from regional_etl.resources.warehouse import WarehouseResource
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -31,16 +39,40 @@ if TYPE_CHECKING:
 # AssetCheckPartitionInfo.latest_execution_status of a passed check, compared by value: its
 # enum lives in a private Dagster module.
 PASSED = "SUCCEEDED"
+# The release location's asset keys: release/orders, whichever slot it builds this time.
+RELEASE_PREFIX = "release"
 
 
-def gate_failures(instance: DagsterInstance, namespace: str, dates: list[str]) -> list[str]:
-    """Every blocking gate of the namespace's assets over `dates` whose latest result on the
-    instance is not a pass (failed, or never evaluated: a partition that was not built)."""
+def gate_failures(
+    instance: DagsterInstance, dates: list[str], seed: Seed | None = None
+) -> list[str]:
+    """Every blocking gate of the release location's assets over `dates` whose latest result
+    on the instance is not a pass (failed, or never evaluated: a partition that was not built),
+    or is from a run created before `seed` (a result of an earlier release in the other slot,
+    under the same keys)."""
     from dagster import AssetCheckKey, AssetKey
 
     from regional_etl.checks import ORDERS_GATES, REVENUE_GATES
 
-    prefix = [] if namespace == BLUE else [namespace]
+    prefix = [RELEASE_PREFIX]
+    created: dict[str, dt.datetime | None] = {}
+
+    def created_at(run_id: str | None) -> dt.datetime | None:
+        if not run_id:  # a result reported without a run
+            return None
+        if run_id not in created:
+            record = instance.get_run_record_by_id(run_id)
+            created[run_id] = record.create_timestamp if record else None
+        return created[run_id]
+
+    # When the seed's run was created, to the microsecond (the seed's own second-resolution
+    # time when it was not a Dagster run).
+    started = seed and (created_at(seed.run_id) or dt.datetime.fromisoformat(seed.at))
+
+    def before_seed(run_id: str | None) -> bool:
+        when = created_at(run_id)
+        return bool(started and when and when < started)
+
     scope = [
         ("orders", ORDERS_GATES, [f"{d}|{r}" for d in dates for r in REGIONS]),
         ("daily_revenue", REVENUE_GATES, list(dates)),
@@ -53,13 +85,19 @@ def gate_failures(instance: DagsterInstance, namespace: str, dates: list[str]) -
         infos = instance.event_log_storage.get_asset_check_partition_info(
             keys, partition_keys=partitions
         )
-        status = {(i.check_key, i.partition_key): i.latest_execution_status for i in infos}
+        latest = {(i.check_key, i.partition_key): i for i in infos}
         for key in keys:
             for p in partitions:
-                s = status.get((key, p))
-                if s is None or s.value != PASSED:
-                    what = s.value.lower() if s else "never evaluated"
-                    failed.setdefault((key.to_user_string(), what), []).append(p)
+                info = latest.get((key, p))
+                if info is None:
+                    what = "never evaluated"
+                elif before_seed(info.latest_planned_run_id):
+                    what = "not evaluated since start_release"
+                elif info.latest_execution_status.value != PASSED:
+                    what = info.latest_execution_status.value.lower()
+                else:
+                    continue
+                failed.setdefault((key.to_user_string(), what), []).append(p)
     return [
         f"gate {key} {what}: {', '.join(ps[:5])}"
         + (f" and {len(ps) - 5} more partitions" if len(ps) > 5 else "")
@@ -79,7 +117,7 @@ def promote(
     """Make this location's namespace live, if its latest diff still describes it, its gates
     passed, the diff is within the thresholds and no live data would be hidden by it; returns
     the pointer's history entry."""
-    candidate = warehouse.namespace
+    candidate = warehouse.slot
     what = f"promotion of {candidate}"
     with pointer_lock(warehouse) as pointer:
         if candidate == pointer.live:
@@ -103,7 +141,7 @@ def promote(
         seed = read_seed(warehouse, candidate)
         if diff.live == pointer.live:
             reasons += live_moves(warehouse, seed, diff)
-        reasons += gate_failures(instance, candidate, diff.dates)
+        reasons += gate_failures(instance, diff.dates, seed)
         reasons += thresholds.violations(diff)
         if reasons:
             raise ReleaseRefused(what, reasons)
@@ -115,6 +153,8 @@ def promote(
             seed_run=seed.run_id if seed else None,
             thresholds=asdict(thresholds),
             live_versions=diff.live_versions,
+            # The candidate's versions as readers switch to it: what a rollback compares with.
+            versions=diff.versions,
         )
         write_pointer(warehouse, Pointer(candidate, pointer.live, [*pointer.history, entry]))
     return entry
@@ -123,7 +163,8 @@ def promote(
 def rollback(
     warehouse: WarehouseResource, run_id: str, job: str, user: str | None = None
 ) -> dict[str, Any]:
-    """Point readers back at the namespace that was live before the last promotion."""
+    """Point readers back at the namespace that was live before the last promotion, unless
+    that would hide what the live location wrote since (`hidden_by_rollback`)."""
     with pointer_lock(warehouse) as pointer:
         last = pointer.history[-1] if pointer.history else None
         if last is None or last["action"] != "promote" or pointer.previous is None:
@@ -133,6 +174,39 @@ def rollback(
                 if last is None
                 else ["the last switch was a rollback already: promote to move forward again"],
             )
+        if reasons := hidden_by_rollback(warehouse, pointer.live, pointer.previous, last):
+            raise ReleaseRefused("rollback", reasons)
         entry = switch_entry("rollback", pointer.live, pointer.previous, run_id, job, user)
         write_pointer(warehouse, Pointer(pointer.previous, pointer.live, [*pointer.history, entry]))
     return entry
+
+
+def hidden_by_rollback(
+    warehouse: WarehouseResource, live: str, previous: str, promotion: dict[str, Any]
+) -> list[str]:
+    """The partitions the live location committed to `live` since `promotion` switched readers
+    to it that `previous` has not rebuilt since: a rollback now would take them from readers."""
+    since, kept = promotion.get("versions"), promotion.get("live_versions")
+    if since is None or kept is None:  # a promotion recorded before rollbacks checked this
+        return []
+    hidden: dict[str, set[Partition]] = {}
+    try:
+        for t in TABLES:
+            rebuilt: dict[Partition, int] = {}
+            for c in commits_after(warehouse.table(t, previous), kept[t.value]):
+                for p in c.partitions:
+                    rebuilt[p] = max(rebuilt.get(p, 0), c.timestamp_ms)
+            for c in commits_after(warehouse.table(t, live), since[t.value]):
+                for p in c.partitions:
+                    if c.timestamp_ms >= rebuilt.get(p, 0):
+                        hidden.setdefault(t.value, set()).add(p)
+    except CommitsGone as exc:
+        return [str(exc)]
+    if not hidden:
+        return []
+    listed = "; ".join(f"{t}: {describe(ps)}" for t, ps in sorted(hidden.items()))
+    return [
+        f"{live} changed since readers switched to it ({listed}): rolling back to {previous} "
+        f"would hide that. Materialize those partitions in the release location (it writes "
+        f"{previous} now), then roll back again"
+    ]

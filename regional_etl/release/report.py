@@ -27,7 +27,7 @@ class ReleaseThresholds:
 
     # Most orders added, removed or changed (any column) over the whole range.
     max_changed_orders: int = 1000
-    # Largest revenue difference of one date, in USD: the sum over regions of |green - blue|,
+    # Largest revenue difference of one date, in USD: the sum over regions of |release - live|,
     # so revenue moved between regions counts too.
     max_revenue_diff_usd: float = 1000.0
 
@@ -71,10 +71,10 @@ class ReleaseDiff:
     live: str
     candidate: str
     dates: list[str]
-    # table, order_date, region, blue_rows, green_rows, only_blue, only_green, changed,
+    # table, order_date, region, live_rows, release_rows, only_live, only_release, changed,
     # changed_columns ({column: keys whose value differs})
     tables: list[dict[str, Any]]
-    # order_date, region, blue_usd, green_usd, diff_usd (decimal strings)
+    # order_date, region, live_usd, release_usd, diff_usd (decimal strings)
     revenue: list[dict[str, str]]
     # Delta version of each candidate table when diffed: a promotion checks it is still so.
     versions: dict[str, int]
@@ -86,7 +86,7 @@ class ReleaseDiff:
     @property
     def changed_orders(self) -> int:
         return sum(
-            r["only_blue"] + r["only_green"] + r["changed"]
+            r["only_live"] + r["only_release"] + r["changed"]
             for r in self.tables
             if r["table"] == Table.ORDERS.value
         )
@@ -103,14 +103,14 @@ class ReleaseDiff:
             f"{self.dates[0]} .. {self.dates[-1]}: {self.changed_orders} orders added, removed "
             "or changed.",
             "",
-            "| table | rows blue | rows green | only blue | only green | changed | columns |",
+            "| table | rows live | rows release | only live | only release | changed | columns |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         totals: dict[str, list[int]] = {}
         columns: dict[str, dict[str, int]] = {}
         for r in self.tables:
             t = totals.setdefault(r["table"], [0] * 5)
-            for i, k in enumerate(("blue_rows", "green_rows", "only_blue", "only_green")):
+            for i, k in enumerate(("live_rows", "release_rows", "only_live", "only_release")):
                 t[i] += r[k]
             t[4] += r["changed"]
             for c, n in r["changed_columns"].items():

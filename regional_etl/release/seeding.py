@@ -88,7 +88,7 @@ def seed(spark: SparkSession, warehouse: WarehouseResource, run_id: str) -> Seed
     earlier version of this seed cloned is dropped first, for that reason. Under the release
     lock, so the namespace cannot become live half-seeded.
     """
-    candidate = warehouse.namespace
+    candidate = warehouse.slot
     with pointer_lock(warehouse) as pointer:
         source = pointer.live
         if source == candidate:

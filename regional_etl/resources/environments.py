@@ -13,7 +13,7 @@ from dagster import EnvVar
 from regional_etl import settings
 from regional_etl.checks import QualityGateResource
 from regional_etl.resources.fx import FXRatesResource
-from regional_etl.resources.warehouse import WarehouseResource
+from regional_etl.resources.warehouse import LIVE, WarehouseResource
 from regional_etl.spark.resource import SparkResource
 
 
@@ -26,16 +26,17 @@ def _fx() -> FXRatesResource:
     )
 
 
-def _warehouse(namespace: str | None) -> WarehouseResource:
+def _warehouse(namespace: str) -> WarehouseResource:
     return WarehouseResource(
         landing_root=settings.configured(settings.LANDING),
         warehouse_root=settings.configured(settings.WAREHOUSE),
-        namespace=namespace or settings.configured(settings.RELEASE),
+        namespace=namespace,
     )
 
 
-def resources_for(env: str | None = None, namespace: str | None = None) -> dict[str, Any]:
-    """The resources of `env`; `namespace` pins the warehouse namespace (a release location)."""
+def resources_for(namespace: str = LIVE, env: str | None = None) -> dict[str, Any]:
+    """The resources of `env` (default REGIONAL_ETL_ENV) for the location writing `namespace`:
+    LIVE (the live location) or NEXT (the release location)."""
     env = env or settings.ENV.get()
     if env == "local":
         # Unset: the local Spark Connect server; set: that endpoint.

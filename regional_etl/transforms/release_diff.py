@@ -24,9 +24,10 @@ DIFF_KEYS: dict[Table, tuple[str, ...]] = {
 NOT_COMPARED = {"run_id"}
 
 
-def table_diff(blue: DataFrame, green: DataFrame, table: Table) -> DataFrame:
-    """Per (order_date, region) of a table: rows on each side, keys only in blue, only in
-    green, keys in both whose values differ, and `changed_columns` (column -> such keys).
+def table_diff(live: DataFrame, candidate: DataFrame, table: Table) -> DataFrame:
+    """Per (order_date, region) of a table: rows on each side, keys only in the live slot, only
+    in the release, keys in both whose values differ, and `changed_columns` (column -> such
+    keys).
     Region is null for the tables without one (fx_rates). The same columns for every table, so
     the diffs of all tables are one union and one Spark job."""
     from pyspark.sql import functions as F
@@ -39,17 +40,17 @@ def table_diff(blue: DataFrame, green: DataFrame, table: Table) -> DataFrame:
             *keys, *[F.col(v).alias(f"{tag}_{v}") for v in values], F.lit(True).alias(f"in_{tag}")
         )
 
-    joined = side(blue, "b").join(side(green, "g"), on=keys, how="full_outer")
+    joined = side(live, "b").join(side(candidate, "g"), on=keys, how="full_outer")
     in_b, in_g = F.col("in_b").isNotNull(), F.col("in_g").isNotNull()
     differs = {v: in_b & in_g & ~F.col(f"b_{v}").eqNullSafe(F.col(f"g_{v}")) for v in values}
     any_differs = reduce(lambda a, b: a | b, differs.values(), F.lit(False))
     region = F.col("region") if "region" in keys else F.lit(None).cast("string")
     return joined.groupBy("order_date", region.alias("region")).agg(
         F.lit(table.value).alias("table"),
-        F.count_if(in_b).alias("blue_rows"),
-        F.count_if(in_g).alias("green_rows"),
-        F.count_if(in_b & ~in_g).alias("only_blue"),
-        F.count_if(in_g & ~in_b).alias("only_green"),
+        F.count_if(in_b).alias("live_rows"),
+        F.count_if(in_g).alias("release_rows"),
+        F.count_if(in_b & ~in_g).alias("only_live"),
+        F.count_if(in_g & ~in_b).alias("only_release"),
         F.count_if(any_differs).alias("changed"),
         F.create_map(*[x for v, c in differs.items() for x in (F.lit(v), F.count_if(c))]).alias(
             "changed_columns"
@@ -57,21 +58,22 @@ def table_diff(blue: DataFrame, green: DataFrame, table: Table) -> DataFrame:
     )
 
 
-def revenue_diff(blue: DataFrame, green: DataFrame) -> DataFrame:
-    """Revenue per (order_date, region) of two `gold/daily_revenue` frames and green - blue."""
+def revenue_diff(live: DataFrame, candidate: DataFrame) -> DataFrame:
+    """Revenue per (order_date, region) of two `gold/daily_revenue` frames, live and release,
+    and release - live."""
     from pyspark.sql import functions as F
 
     def side(df: DataFrame, name: str) -> DataFrame:
         return df.select("order_date", "region", F.col("revenue_usd").alias(name))
 
-    joined = side(blue, "blue_usd").join(
-        side(green, "green_usd"), on=["order_date", "region"], how="full_outer"
+    joined = side(live, "live_usd").join(
+        side(candidate, "release_usd"), on=["order_date", "region"], how="full_outer"
     )
     zero = F.lit(0).cast("decimal(18,2)")
     return joined.select(
         "order_date",
         "region",
-        F.coalesce("blue_usd", zero).alias("blue_usd"),
-        F.coalesce("green_usd", zero).alias("green_usd"),
-        (F.coalesce("green_usd", zero) - F.coalesce("blue_usd", zero)).alias("diff_usd"),
+        F.coalesce("live_usd", zero).alias("live_usd"),
+        F.coalesce("release_usd", zero).alias("release_usd"),
+        (F.coalesce("release_usd", zero) - F.coalesce("live_usd", zero)).alias("diff_usd"),
     )
