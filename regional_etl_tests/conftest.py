@@ -208,6 +208,7 @@ FILE_SECONDS = {
     "test_release_live_moves.py": 134,
     "test_benchmarks_quick.py": 131,
     "test_exactly_once.py": 120,
+    "test_release_cycles.py": 120,  # measured alone beside test_exactly_once.py, not in CI
     "test_release.py": 119,
     "test_automation.py": 115,
     "test_postgres_instance.py": 87,
