@@ -65,10 +65,19 @@ class Warehouse:
         return {str(r["order_date"]) for r in rows}
 
 
-def _release(candidate: Definitions, instance: DagsterInstance, landing: Path) -> release.Seed:
+def _release(
+    candidate: Definitions, instance: DagsterInstance, landing: Path, gates_before: str
+) -> release.Seed:
     """One release cycle of the range D1 in the release location: start_release, the
-    backfill of the range, the diff, the promotion. Returns where the release started."""
+    backfill of the range, the diff, the promotion. Returns where the release started.
+    `gates_before`: what the range's gates say between the start and the rebuild."""
     assert run_job(candidate, "start_release", instance).success
+    warehouse = (candidate.resources or {})["warehouse"]
+    seed = release.read_seed(warehouse, warehouse.resolve_slot())
+    # The release/ keys keep the gate results of the release before (in the other slot): until
+    # this release rebuilds the range, they do not count.
+    gates = release.gate_failures(instance, [D1], seed)
+    assert gates and all(gates_before in g for g in gates), gates
     report = run_backfill(
         candidate, instance, D1, D1, landing_root=str(landing), progress=lambda _: None
     )
@@ -76,10 +85,8 @@ def _release(candidate: Definitions, instance: DagsterInstance, landing: Path) -
     diff = materialize_diff(candidate, instance, D1, D1)
     assert diff["promotable"].value is True, diff["refusals"].value
     assert run_job(candidate, "promote_release", instance).success
-    warehouse = (candidate.resources or {})["warehouse"]
-    started = release.read_seed(warehouse, release.read_pointer(warehouse).live)
-    assert started is not None
-    return started
+    assert seed is not None and seed.candidate == release.read_pointer(warehouse).live
+    return seed
 
 
 def test_two_release_cycles_alternate_the_slots_and_the_live_location_follows(
@@ -103,7 +110,7 @@ def test_two_release_cycles_alternate_the_slots_and_the_live_location_follows(
     wh.readers_see(spark, "blue")
 
     # First cycle: green is seeded from blue, builds D1, and is promoted.
-    first = _release(candidate, instance, wh.landing)
+    first = _release(candidate, instance, wh.landing, "never evaluated")
     assert (first.live, first.candidate) == ("blue", "green")
     wh.readers_see(spark, "green")
 
@@ -118,7 +125,7 @@ def test_two_release_cycles_alternate_the_slots_and_the_live_location_follows(
 
     # Second cycle: the release location now writes blue; start_release replaces what blue
     # held with green's tables (green's D2 of us-east included), and blue is promoted.
-    second = _release(candidate, instance, wh.landing)
+    second = _release(candidate, instance, wh.landing, "not evaluated since start_release")
     assert (second.live, second.candidate) == ("green", "blue")
     wh.readers_see(spark, "blue")
 
