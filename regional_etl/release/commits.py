@@ -98,6 +98,15 @@ def commits_after(path: str, version: int) -> list[Commit]:
     return found
 
 
+def last_commit_ms(path: str, version: int) -> dict[Partition, int]:
+    """Per partition, the time (ms) of the last data commit after `version` that touched it."""
+    latest: dict[Partition, int] = {}
+    for c in commits_after(path, version):
+        for p in c.partitions:
+            latest[p] = max(latest.get(p, 0), c.timestamp_ms)
+    return latest
+
+
 def describe(partitions: set[Partition], limit: int = 8) -> str:
     """Partitions as a short sorted list for a refusal a person reads."""
     names = sorted(map(str, partitions))

@@ -24,6 +24,7 @@ from regional_etl.release.commits import (
     commits_after,
     describe,
     exists,
+    last_commit_ms,
 )
 from regional_etl.release.pointer import ReleaseRefused, pointer_lock
 from regional_etl.release.report import ReleaseDiff, read_report
@@ -56,10 +57,7 @@ def moved(
     in_range = set(dates)
     for t in TABLES:
         name = t.value
-        rebuilt: dict[Partition, int] = {}
-        for c in commits_after(warehouse.table(t, seed.candidate), seed.versions[name]):
-            for p in c.partitions:
-                rebuilt[p] = max(rebuilt.get(p, 0), c.timestamp_ms)
+        rebuilt = last_commit_ms(warehouse.table(t, seed.candidate), seed.versions[name])
         after_diff = (diffed or {}).get(name)
         for c in commits_after(warehouse.table(t, seed.live), seed.live_versions[name]):
             for p in c.partitions:

@@ -18,6 +18,7 @@ from regional_etl.release.commits import (
     Partition,
     commits_after,
     describe,
+    last_commit_ms,
     table_versions,
 )
 from regional_etl.release.moves import live_moves
@@ -192,10 +193,7 @@ def hidden_by_rollback(
     hidden: dict[str, set[Partition]] = {}
     try:
         for t in TABLES:
-            rebuilt: dict[Partition, int] = {}
-            for c in commits_after(warehouse.table(t, previous), kept[t.value]):
-                for p in c.partitions:
-                    rebuilt[p] = max(rebuilt.get(p, 0), c.timestamp_ms)
+            rebuilt = last_commit_ms(warehouse.table(t, previous), kept[t.value])
             for c in commits_after(warehouse.table(t, live), since[t.value]):
                 for p in c.partitions:
                     if c.timestamp_ms >= rebuilt.get(p, 0):

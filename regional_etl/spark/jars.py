@@ -74,13 +74,9 @@ def _copy_jars(names: list[str], source: Path, directory: Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copy2(source / name, directory / name)
-    _write_manifest(names, directory)
-    return [str(directory / n) for n in names]
-
-
-def _write_manifest(names: list[str], directory: Path) -> None:
     manifest = {"coordinate": delta_coordinate(), "jars": names}
     atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2))
+    return [str(directory / n) for n in names]
 
 
 def resolve_jars(directory: Path | None = None) -> list[str]:
@@ -111,7 +107,6 @@ def _resolve_with_ivy(directory: Path) -> list[str]:
     from pyspark.sql import SparkSession
 
     coordinate = delta_coordinate()
-    directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="regional-etl-ivy-") as ivy:
         spark = (
             SparkSession.builder.master("local[1]")
@@ -124,13 +119,10 @@ def _resolve_with_ivy(directory: Path) -> list[str]:
             .getOrCreate()
         )
         try:
-            names = []
-            for jar in sorted(Path(ivy, "jars").glob("*.jar")):
-                shutil.copy2(jar, directory / jar.name)
-                names.append(jar.name)
+            names = sorted(jar.name for jar in Path(ivy, "jars").glob("*.jar"))
+            if not any(n.startswith("io.delta_delta-spark") for n in names):
+                raise JarsNotResolvedError(f"Ivy did not resolve {coordinate}: got {names}")
+            _copy_jars(names, Path(ivy, "jars"), directory)
         finally:
             spark.stop()
-    if not any(n.startswith("io.delta_delta-spark") for n in names):
-        raise JarsNotResolvedError(f"Ivy did not resolve {coordinate}: got {names}")
-    _write_manifest(names, directory)
     return names
