@@ -31,6 +31,7 @@ from regional_etl.assets.reference import build_fx_rates_asset
 from regional_etl.checks import ORDERS_GATES, REVENUE_GATES
 from regional_etl.contract import CURRENCIES, REGIONS, Table, schema
 from regional_etl.io.delta import current_version, daily_predicate, read_table, replace_partitions
+from regional_etl.io.warehouse import WarehousePaths
 from regional_etl.release.commits import commits_after
 from regional_etl.release.pointer import Pointer, write_pointer
 from regional_etl.resources.warehouse import WarehouseResource
@@ -56,6 +57,18 @@ def _write_fx(spark, warehouse: WarehouseResource, date: str, rate: str, run_id:
         guard=paths.commit_guard,
     )
     return result.version
+
+
+def _write_empty_revenue(spark, paths: WarehousePaths, run_id: str) -> None:
+    """An empty daily_revenue partition of DATE through `paths`' guard (a table where none was)."""
+    replace_partitions(
+        spark.createDataFrame([], schema(Table.DAILY_REVENUE)),
+        paths.table(Table.DAILY_REVENUE),
+        Table.DAILY_REVENUE,
+        daily_predicate([DATE]),
+        run_id,
+        guard=paths.commit_guard,
+    )
 
 
 def _rate(spark, path: str, date: str) -> Decimal:
@@ -89,15 +102,7 @@ def test_a_live_write_after_a_switch_is_refused_and_writes_nothing(tmp_path: Pat
     assert _rate(spark, path, DATE) == Decimal("1.0800000000")
     # Not even an empty table where there was none.
     with pytest.raises(release.LiveNamespaceMoved):
-        paths = release.write_paths(blue)
-        replace_partitions(
-            spark.createDataFrame([], schema(Table.DAILY_REVENUE)),
-            paths.table(Table.DAILY_REVENUE),
-            Table.DAILY_REVENUE,
-            daily_predicate([DATE]),
-            "live-3",
-            guard=paths.commit_guard,
-        )
+        _write_empty_revenue(spark, release.write_paths(blue), "live-3")
     assert not Path(blue.table(Table.DAILY_REVENUE)).exists()
 
     # Back on blue (a rollback): the live location writes again.
@@ -146,14 +151,7 @@ def test_both_locations_on_a_local_warehouse_guard_their_commits(tmp_path: Path,
 
     write_pointer(live, Pointer("green", "blue", []))
     with pytest.raises(release.CandidateWentLive, match="not written to green: readers switched"):
-        replace_partitions(
-            spark.createDataFrame([], schema(Table.DAILY_REVENUE)),
-            paths.table(Table.DAILY_REVENUE),
-            Table.DAILY_REVENUE,
-            daily_predicate([DATE]),
-            "release-1",
-            guard=paths.commit_guard,
-        )
+        _write_empty_revenue(spark, paths, "release-1")
     assert not Path(paths.table(Table.DAILY_REVENUE)).exists()
     # Resolved again (a new run): the live location writes green, the release location blue.
     assert release.write_paths(live).root == str(tmp_path / "releases" / "green")
